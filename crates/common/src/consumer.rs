@@ -1,0 +1,208 @@
+//! The consumer loop shared by the converter and the notifier: manual acks after the work is
+//! durably done, bounded concurrency, retries through a TTL queue with exponential backoff,
+//! dead-lettering with a reason, reconnection with backoff, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::amqp;
+use crate::config::RetrySettings;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The work is durably done: ack.
+    Done,
+    /// A transient failure: try again later (dead-lettered once attempts run out).
+    Retry(String),
+    /// A permanent failure: dead-letter now with this reason.
+    Fail(String),
+}
+
+/// One delivery as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub body: Vec<u8>,
+    /// 1 on the first try.
+    pub attempt: u32,
+}
+
+/// The work a consumer does.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, job: &Job) -> impl Future<Output = Outcome> + Send;
+
+    /// Called before a message is dead-lettered (e.g. to tell the owner). An error puts the
+    /// message back on the queue so the notice is not lost.
+    fn on_dead_letter(&self, _job: &Job, _reason: &str) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// How a consumer runs.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    pub amqp_url: SecretString,
+    pub queue: String,
+    pub prefetch: u16,
+    /// Jobs handled at once.
+    pub concurrency: usize,
+    pub retry: RetrySettings,
+    /// After shutdown is requested, how long jobs in hand may take before they are abandoned
+    /// (and their messages return to the queue).
+    pub grace: Duration,
+}
+
+/// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
+/// `ready` is true while a consumer is attached to the queue.
+pub async fn run<H: Handler>(
+    settings: ConsumerSettings,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        let attached = Arc::new(AtomicBool::new(false));
+        let result = session(&settings, &handler, &shutdown, &ready, &attached).await;
+        ready.store(false, Ordering::SeqCst);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                if attached.load(Ordering::SeqCst) {
+                    backoff = Duration::from_millis(500);
+                }
+                error!(error.cause_chain = ?e, queue = %settings.queue, retry_in = ?backoff, "consumer lost its connection");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    info!(queue = %settings.queue, "consumer stopped");
+}
+
+async fn session<H: Handler>(
+    settings: &ConsumerSettings,
+    handler: &Arc<H>,
+    shutdown: &CancellationToken,
+    ready: &AtomicBool,
+    attached: &AtomicBool,
+) -> anyhow::Result<()> {
+    let conn = amqp::connect(&settings.amqp_url).await?;
+    let ch = amqp::confirm_channel(&conn).await?;
+    amqp::declare_topology(&ch, &settings.queue).await?;
+    ch.basic_qos(settings.prefetch, BasicQosOptions::default()).await.context("failed to set prefetch")?;
+    let tag = format!("mp3converter-{}", std::process::id());
+    let mut deliveries = ch
+        .basic_consume(&settings.queue, &tag, BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .with_context(|| format!("failed to consume from {}", settings.queue))?;
+    info!(queue = %settings.queue, prefetch = settings.prefetch, concurrency = settings.concurrency, "consuming");
+    ready.store(true, Ordering::SeqCst);
+    attached.store(true, Ordering::SeqCst);
+
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = deliveries.next() => match next {
+                None => break Err(anyhow!("the broker closed the consumer")),
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("delivery failed")),
+                Some(Ok(delivery)) => {
+                    let (ch, handler, permits, settings) = (ch.clone(), handler.clone(), permits.clone(), settings.clone());
+                    tasks.spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        process(&settings, &ch, handler.as_ref(), delivery).await;
+                    });
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+    ready.store(false, Ordering::SeqCst);
+
+    if outcome.is_ok() {
+        // Graceful: take no more work, let what we hold finish within the grace period.
+        let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
+        info!(in_flight = tasks.len(), grace = ?settings.grace, "draining");
+        let drained = tokio::time::timeout(settings.grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(abandoned = tasks.len(), "grace period over; returning unfinished jobs to the queue");
+        }
+    }
+    // Abandoned jobs are dropped (their child processes killed); closing the channel returns
+    // their unacked messages to the queue.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let _ = ch.close(200, "bye").await;
+    let _ = conn.close(200, "bye").await;
+    outcome
+}
+
+async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, delivery: Delivery) {
+    let attempt = amqp::attempt_of(&delivery.properties);
+    let job = Job { body: delivery.data.clone(), attempt };
+    let span = tracing::info_span!("job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
+    async {
+        let outcome = handler.handle(&job).await;
+        let settled = match outcome {
+            Outcome::Done => Ok(()),
+            Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
+                let delay = settings.retry.delay_before(attempt + 1);
+                warn!(%reason, ?delay, "transient failure; will retry");
+                let props = amqp::json_properties(amqp::attempt_headers(attempt + 1))
+                    .with_expiration(delay.as_millis().to_string().into());
+                amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
+            }
+            Outcome::Retry(reason) => {
+                dead_letter(settings, ch, handler, &job, &format!("gave up after {attempt} attempts: {reason}")).await
+            }
+            Outcome::Fail(reason) => dead_letter(settings, ch, handler, &job, &reason).await,
+        };
+        match settled {
+            Ok(()) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    // The broker will redeliver; handlers are idempotent.
+                    warn!(error.cause_chain = ?e, "ack failed");
+                }
+            }
+            Err(e) => {
+                error!(error.cause_chain = ?e, "could not settle the message; returning it to the queue");
+                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dead_letter<H: Handler>(
+    settings: &ConsumerSettings,
+    ch: &Channel,
+    handler: &H,
+    job: &Job,
+    reason: &str,
+) -> anyhow::Result<()> {
+    error!(%reason, "dead-lettering message");
+    handler.on_dead_letter(job, reason).await.context("failed to report the failure")?;
+    let mut headers = amqp::attempt_headers(job.attempt);
+    headers.insert(amqp::REASON_HEADER.into(), amqp::reason_value(reason));
+    amqp::publish_confirmed(ch, &amqp::dead_queue(&settings.queue), &job.body, amqp::json_properties(headers)).await
+}

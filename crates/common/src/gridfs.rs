@@ -1,0 +1,147 @@
+//! GridFS: a client tuned to fail fast when MongoDB is away, streaming uploads from any
+//! `AsyncRead`, and streaming (ranged) reads straight from the chunks collection.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{AsyncWriteExt as _, Stream, StreamExt, TryStreamExt};
+use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, Document};
+use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::config::MongoSettings;
+
+/// Chunk size of new files: 1 MiB keeps the number of inserts low without large buffers.
+pub const CHUNK_SIZE: u32 = 1024 * 1024;
+
+/// A client whose operations give up after `timeout` when no server answers, so callers can
+/// report "unavailable" instead of hanging. The driver reconnects by itself afterwards.
+pub async fn client(settings: &MongoSettings, timeout: Duration, max_pool: u32) -> anyhow::Result<Client> {
+    let mut opts = ClientOptions::parse(settings.uri.expose_secret()).await.context("invalid MONGODB_URI")?;
+    opts.server_selection_timeout = Some(timeout);
+    opts.connect_timeout = Some(timeout);
+    opts.max_pool_size = Some(max_pool);
+    opts.app_name = Some("mp3converter".into());
+    Client::with_options(opts).context("failed to create the MongoDB client")
+}
+
+/// True when the server answers a ping.
+pub async fn ping(db: &Database) -> bool {
+    db.run_command(doc! {"ping": 1}).await.is_ok()
+}
+
+pub fn bucket(db: &Database) -> GridFsBucket {
+    db.gridfs_bucket(None)
+}
+
+/// Why a streamed upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The source failed (client went away, size limit, ...); the partial file was removed.
+    #[error("reading the upload failed")]
+    Source(#[source] std::io::Error),
+    /// MongoDB failed; the partial file was removed as far as possible.
+    #[error("storing the upload failed")]
+    Store(#[source] anyhow::Error),
+}
+
+/// Streams `reader` into a new GridFS file with id `id`; on any error the partial file is
+/// aborted (its chunks deleted). Returns the stored length. Memory use is one chunk plus a
+/// small read buffer whatever the file size.
+pub async fn upload<R: AsyncRead + Unpin>(
+    bucket: &GridFsBucket,
+    id: ObjectId,
+    filename: &str,
+    metadata: Document,
+    mut reader: R,
+) -> Result<u64, UploadError> {
+    let mut stream = bucket
+        .open_upload_stream(filename)
+        .id(Bson::ObjectId(id))
+        .chunk_size_bytes(CHUNK_SIZE)
+        .metadata(metadata)
+        .await
+        .context("failed to open GridFS upload stream")
+        .map_err(UploadError::Store)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let result: Result<(), UploadError> = async {
+        loop {
+            let n = reader.read(&mut buf).await.map_err(UploadError::Source)?;
+            if n == 0 {
+                break;
+            }
+            stream.write_all(&buf[..n]).await.context("failed to write to GridFS").map_err(UploadError::Store)?;
+            total += n as u64;
+        }
+        stream.close().await.context("failed to finish the GridFS file").map_err(UploadError::Store)
+    }
+    .await;
+    if let Err(e) = result {
+        if let Err(abort) = stream.abort().await {
+            tracing::warn!(error.cause_chain = ?abort, file_id = %id, "failed to abort partial GridFS upload");
+        }
+        return Err(e);
+    }
+    Ok(total)
+}
+
+/// The files-collection document matching `filter`, if any.
+pub async fn find_file(db: &Database, filter: Document) -> anyhow::Result<Option<FilesCollectionDocument>> {
+    bucket(db).find_one(filter).await.context("failed to query GridFS files")
+}
+
+#[derive(Deserialize)]
+struct ChunkData {
+    data: Binary,
+}
+
+/// Streams bytes `start..=end` of `file` in order, reading only the chunks that hold them.
+pub fn read_range(
+    db: &Database,
+    file: &FilesCollectionDocument,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let chunks = db.collection::<ChunkData>("fs.chunks");
+    let chunk = u64::from(file.chunk_size_bytes.max(1));
+    let first = start / chunk;
+    let last = end / chunk;
+    let files_id = file.id.clone();
+    let filter = doc! {"files_id": files_id, "n": {"$gte": first as i64, "$lte": last as i64}};
+    async_stream(chunks, filter, first, chunk, start, end)
+}
+
+fn async_stream(
+    chunks: mongodb::Collection<ChunkData>,
+    filter: Document,
+    first: u64,
+    chunk: u64,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let to_io = |e: mongodb::error::Error| std::io::Error::other(e);
+    futures_util::stream::once(async move {
+        chunks.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "data": 1}).batch_size(16).await
+    })
+    .map_err(to_io)
+    .map_ok(move |cursor| {
+        cursor.map_err(to_io).enumerate().map(move |(i, item)| {
+            let item = item?;
+            let n = first + i as u64;
+            let chunk_start = n * chunk;
+            let data = item.data.bytes;
+            let from = start.saturating_sub(chunk_start) as usize;
+            let to = ((end + 1 - chunk_start) as usize).min(data.len());
+            if from > to {
+                return Err(std::io::Error::other(format!("GridFS chunk {n} is shorter than expected")));
+            }
+            Ok(bytes::Bytes::from(data).slice(from..to))
+        })
+    })
+    .try_flatten()
+}

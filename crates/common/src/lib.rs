@@ -1,0 +1,17 @@
+//! What two or more mp3converter services share: configuration loading, telemetry, shutdown,
+//! queue messages and topology, the AMQP consumer loop, GridFS helpers and health endpoints.
+
+pub mod amqp;
+pub mod claims;
+pub mod config;
+pub mod consumer;
+pub mod email;
+pub mod gridfs;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod message;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, Env};

@@ -1,0 +1,18 @@
+//! One tracing set-up for every service.
+
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`) and `LOG_FORMAT` (`text`|`json`).
+/// Reading these two variables here is deliberate: logging must work before config loads.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry.with(fmt::layer().json().with_current_span(true)).try_init()
+    } else {
+        registry.with(fmt::layer().with_target(true)).try_init()
+    };
+    // A second init (tests) is harmless.
+    let _ = result;
+}

@@ -1,0 +1,71 @@
+//! Building and running the auth service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::MySqlPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, MysqlSettings};
+use crate::password;
+use crate::ratelimit::FailureLimiter;
+use crate::routes::{router, AppState};
+use crate::token::Keys;
+
+/// A pool that connects lazily, so the service starts (and reports not-ready) while MySQL is
+/// still coming up, and gives up on a connection after a few seconds instead of hanging.
+pub fn pool(mysql: &MysqlSettings) -> MySqlPool {
+    MySqlPoolOptions::new()
+        .max_connections(mysql.pool_max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(mysql.connect_options())
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds `0.0.0.0:port` (0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("0.0.0.0", config.port)).await.with_context(|| format!("failed to bind port {}", config.port))?;
+        let dummy = password::hash(SecretString::from(uuid_like())).await?;
+        let state = AppState {
+            pool: pool(&config.mysql),
+            keys: Keys::new(&config.jwt_secret, config.jwt_ttl),
+            by_email: Arc::new(FailureLimiter::new(config.login_max_failures, config.login_window)),
+            by_address: Arc::new(FailureLimiter::new(config.login_max_failures_per_address, config.login_window)),
+            dummy_hash: Arc::new(dummy),
+        };
+        Ok(Self { listener, state, grace: config.shutdown_grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains requests in flight (bounded by the
+    /// grace period).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "auth listening");
+        let app = common::http::with_tracing(router(self.state.clone()));
+        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        common::http::serve_with_grace(server, shutdown, self.grace).await?;
+        self.state.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Random text for the dummy hash (never a real password).
+fn uuid_like() -> String {
+    use rand::Rng;
+    rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(32).map(char::from).collect()
+}

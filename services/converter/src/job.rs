@@ -1,0 +1,149 @@
+//! One conversion: video in GridFS -> temporary file -> ffmpeg -> mp3 in GridFS -> message on
+//! the mp3 queue. Redelivered videos find the mp3 already made for them, so each video yields
+//! exactly one mp3.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use common::amqp::Publisher;
+use common::consumer::{Handler, Job, Outcome};
+use common::gridfs::{self, UploadError};
+use common::ids::{Mp3Id, VideoId};
+use common::message::JobMessage;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId};
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, instrument};
+
+use crate::config::Config;
+use crate::ffmpeg::{self, FfError};
+
+/// Metadata field of an mp3 naming the video it was made from (unique).
+pub const VIDEO_FIELD: &str = "metadata.video_fid";
+
+pub struct Converter {
+    pub config: Config,
+    pub videos: Database,
+    pub mp3s: Database,
+    pub publisher: Arc<Publisher>,
+}
+
+impl Converter {
+    /// A unique index on the source video makes a second mp3 for the same video impossible,
+    /// even when two deliveries of it race.
+    pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
+        let index = IndexModel::builder()
+            .keys(doc! {VIDEO_FIELD: 1})
+            .options(IndexOptions::builder().unique(true).sparse(true).name("video_fid_unique".to_owned()).build())
+            .build();
+        self.mp3s.collection::<mongodb::bson::Document>("fs.files").create_index(index).await.context("failed to create the mp3 index")?;
+        Ok(())
+    }
+
+    async fn existing_mp3(&self, video: VideoId) -> anyhow::Result<Option<Mp3Id>> {
+        let found = gridfs::find_file(&self.mp3s, doc! {VIDEO_FIELD: video.to_string()}).await?;
+        Ok(found.and_then(|f| f.id.as_object_id()).map(Mp3Id::new))
+    }
+
+    #[instrument(skip_all, fields(video_fid = %video))]
+    async fn convert(&self, video: VideoId, username: &str) -> Result<Mp3Id, Outcome> {
+        let retry = |what: &str, e: anyhow::Error| {
+            tracing::warn!(error.cause_chain = ?e, "{what}");
+            Outcome::Retry(format!("{what}: {e}"))
+        };
+        if let Some(mp3) = self.existing_mp3(video).await.map_err(|e| retry("MongoDB unavailable", e))? {
+            info!(mp3_fid = %mp3, "mp3 already made for this video");
+            return Ok(mp3);
+        }
+        let file = gridfs::find_file(&self.videos, doc! {"_id": video.oid()})
+            .await
+            .map_err(|e| retry("MongoDB unavailable", e))?
+            .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
+
+        // The directory (and everything in it) is removed when `dir` drops, on every path.
+        let dir = tempfile::Builder::new()
+            .prefix("mp3converter-")
+            .tempdir_in(&self.config.tmp_dir)
+            .map_err(|e| retry("cannot create a temporary directory", e.into()))?;
+        let input = dir.path().join("video");
+        let output = dir.path().join("audio.mp3");
+
+        let mut out = tokio::fs::File::create(&input).await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
+        let mut chunks = std::pin::pin!(gridfs::read_range(&self.videos, &file, 0, file.length.saturating_sub(1)));
+        if file.length > 0 {
+            while let Some(bytes) = chunks.try_next().await.map_err(|e| retry("failed to read the video", e.into()))? {
+                out.write_all(&bytes).await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
+            }
+        }
+        out.flush().await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
+        drop(out);
+
+        let timeout = self.config.ffmpeg_timeout;
+        let probe = match ffmpeg::probe(&self.config.ffprobe, &input, timeout).await {
+            Ok(p) => p,
+            Err(FfError::Failed { .. } | FfError::BadProbe(_)) => {
+                return Err(Outcome::Fail("the uploaded file is not a video or audio file ffmpeg can read".into()))
+            }
+            Err(e) => return Err(retry("ffprobe failed", e.into())),
+        };
+        let Some(codec) = probe.audio_codec else {
+            return Err(Outcome::Fail("the video has no audio track".into()));
+        };
+        let copy = codec == "mp3";
+        match ffmpeg::convert(&self.config.ffmpeg, &input, &output, copy, timeout).await {
+            Ok(()) => {}
+            Err(e @ FfError::Failed { .. }) => return Err(Outcome::Fail(format!("the audio track could not be converted: {e}"))),
+            Err(e) => return Err(retry("ffmpeg did not finish", e.into())),
+        }
+
+        let mp3 = tokio::fs::File::open(&output).await.map_err(|e| retry("cannot read the mp3", e.into()))?;
+        let id = ObjectId::new();
+        let metadata = doc! {"username": username, "video_fid": video.to_string(), "content_type": "audio/mpeg"};
+        match gridfs::upload(&gridfs::bucket(&self.mp3s), id, &format!("{video}.mp3"), metadata, mp3).await {
+            Ok(bytes) => {
+                info!(mp3_fid = %id, bytes, copied = copy, "mp3 stored");
+                Ok(Mp3Id::new(id))
+            }
+            Err(UploadError::Store(e)) => {
+                // A racing delivery may have stored it first (unique index): use that one.
+                match self.existing_mp3(video).await {
+                    Ok(Some(mp3)) => Ok(mp3),
+                    _ => Err(retry("failed to store the mp3", e)),
+                }
+            }
+            Err(UploadError::Source(e)) => Err(retry("cannot read the mp3", e.into())),
+        }
+    }
+}
+
+impl Handler for Converter {
+    async fn handle(&self, job: &Job) -> Outcome {
+        let msg: JobMessage = match serde_json::from_slice(&job.body) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Fail(format!("malformed message: {e}")),
+        };
+        let Ok(video) = msg.video_fid.parse::<VideoId>() else {
+            return Outcome::Fail(format!("malformed message: video_fid {:?} is not an id", msg.video_fid));
+        };
+        let mp3 = match self.convert(video, &msg.username).await {
+            Ok(mp3) => mp3,
+            Err(outcome) => return outcome,
+        };
+        let done = JobMessage { mp3_fid: Some(mp3.to_string()), error: None, ..msg };
+        match self.publisher.publish(&self.config.queues.mp3_queue, &done.to_json(), Default::default()).await {
+            Ok(()) => Outcome::Done,
+            // On the next try the mp3 is found and only the publish is repeated.
+            Err(e) => Outcome::Retry(format!("failed to announce the mp3: {e:#}")),
+        }
+    }
+
+    /// Tells the owner (through the notifier) that their video could not be converted.
+    async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
+        let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
+        let notice = JobMessage { mp3_fid: None, error: Some(reason.to_owned()), ..msg };
+        self.publisher.publish(&self.config.queues.mp3_queue, &notice.to_json(), Default::default()).await
+    }
+}
+

@@ -1,0 +1,10 @@
+use common::Env;
+use converter::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init();
+    let config = Config::from_env(&Env::from_process())?;
+    let app = Application::build(config).await?;
+    app.run_until_stopped(common::shutdown::token_on_signal()).await
+}

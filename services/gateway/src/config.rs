@@ -1,0 +1,71 @@
+//! The gateway's configuration, loaded once from the environment.
+
+use std::time::Duration;
+
+use common::config::{MongoSettings, QueueSettings};
+use common::{ConfigError, Env};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    /// `AUTH_SVC_ADDRESS`, host:port of the auth service.
+    pub auth_address: String,
+    pub mongo: MongoSettings,
+    pub mongo_pool_max: u32,
+    pub queues: QueueSettings,
+    /// Largest accepted upload in bytes.
+    pub max_upload_bytes: u64,
+    /// How long a request waits on auth, MongoDB or RabbitMQ before answering 503.
+    pub dependency_timeout: Duration,
+    pub auth_pool_max_idle: usize,
+    /// How often the outbox sweep looks for stored but unannounced videos.
+    pub outbox_interval: Duration,
+    /// How old an unannounced video must be before the sweep announces it (younger ones may
+    /// still be in the middle of their upload request).
+    pub outbox_min_age: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let auth_address = env.required("AUTH_SVC_ADDRESS")?;
+        if auth_address.contains('/') || !auth_address.contains(':') {
+            return Err(ConfigError::Invalid { name: "AUTH_SVC_ADDRESS", reason: format!("expected host:port, got {auth_address:?}") });
+        }
+        Ok(Self {
+            port: env.parse_or("PORT", 8080)?,
+            auth_address,
+            mongo: MongoSettings::from_env(env)?,
+            mongo_pool_max: env.parse_or("MONGODB_POOL_MAX", 32)?,
+            queues: QueueSettings::from_env(env)?,
+            max_upload_bytes: env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
+            dependency_timeout: env.seconds_or("DEPENDENCY_TIMEOUT_SECONDS", 5)?,
+            auth_pool_max_idle: env.parse_or("AUTH_POOL_MAX_IDLE", 32)?,
+            outbox_interval: env.seconds_or("OUTBOX_INTERVAL_SECONDS", 30)?,
+            outbox_min_age: env.seconds_or("OUTBOX_MIN_AGE_SECONDS", 120)?,
+            shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_original_deployment() {
+        let c = Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "auth:5000")])).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.queues.video_queue, "video");
+        assert_eq!(c.mongo.videos_db, "videos");
+        assert_eq!(c.max_upload_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn auth_address_is_required_and_checked() {
+        let e = Config::from_env(&Env::default()).unwrap_err().to_string();
+        assert!(e.contains("AUTH_SVC_ADDRESS"), "{e}");
+        let e = Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "http://auth:5000/")])).unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
+    }
+}

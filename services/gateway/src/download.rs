@@ -1,0 +1,120 @@
+//! `GET /download?fid=`: stream the caller's own mp3 out of GridFS, with HTTP ranges so
+//! interrupted downloads resume and players can seek.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use common::gridfs;
+use common::ids::Mp3Id;
+use mongodb::bson::doc;
+use serde::Deserialize;
+use tracing::instrument;
+
+use crate::auth::AuthUser;
+use crate::error::{from_mongo, GatewayError};
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct DownloadQuery {
+    fid: Option<String>,
+}
+
+#[instrument(skip_all, fields(user, fid))]
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: Result<Query<DownloadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let claims = user.require_admin()?;
+    let raw = query.ok().and_then(|Query(q)| q.fid).filter(|f| !f.is_empty()).ok_or(GatewayError::FidRequired)?;
+    let fid: Mp3Id = raw.parse().map_err(|_| GatewayError::InvalidFid)?;
+    tracing::Span::current().record("user", claims.username.as_str()).record("fid", tracing::field::display(fid));
+
+    // Ownership is part of the query: someone else's mp3, an unknown id and a video id (which
+    // lives in another database) all look the same: not found.
+    let file = gridfs::find_file(&state.mp3s, doc! {"_id": fid.oid(), "metadata.username": &claims.username})
+        .await
+        .map_err(from_mongo)?
+        .ok_or(GatewayError::NotFound)?;
+    let length = file.length;
+    let etag = format!("\"{fid}-{length}\"");
+
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .map(|v| v.to_str().is_ok_and(|v| v == etag))
+        .unwrap_or(true);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) if if_range_ok => parse_range(spec, length)?,
+        _ => None,
+    };
+
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "audio/mpeg")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{fid}.mp3\""));
+    let (status, start, end) = match range {
+        Some((start, end)) => {
+            resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{length}"));
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+        None => (StatusCode::OK, 0, length.saturating_sub(1)),
+    };
+    let body = if length == 0 { Body::empty() } else { Body::from_stream(gridfs::read_range(&state.mp3s, &file, start, end)) };
+    let content_length = if length == 0 { 0 } else { end - start + 1 };
+    resp.status(status)
+        .header(header::CONTENT_LENGTH, HeaderValue::from(content_length))
+        .body(body)
+        .map_err(|e| GatewayError::Internal(e.into()))
+}
+
+/// Parses a single `bytes=` range against `length`. `Ok(None)` means "ignore the header and
+/// send everything" (other units, several ranges, syntax errors, as RFC 9110 allows);
+/// an unsatisfiable range is an error (416).
+pub fn parse_range(spec: &str, length: u64) -> Result<Option<(u64, u64)>, GatewayError> {
+    let Some(set) = spec.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if set.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = set.trim().split_once('-') else { return Ok(None) };
+    let (first, last) = (first.trim(), last.trim());
+    let unsatisfiable = GatewayError::RangeNotSatisfiable { length };
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        // bytes=-N: the last N bytes
+        (Err(_), Ok(suffix)) if first.is_empty() => {
+            if suffix == 0 || length == 0 {
+                return Err(unsatisfiable);
+            }
+            (length.saturating_sub(suffix), length - 1)
+        }
+        (Ok(start), Err(_)) if last.is_empty() => (start, length.saturating_sub(1)),
+        (Ok(start), Ok(end)) if end >= start => (start, end.min(length.saturating_sub(1))),
+        _ => return Ok(None),
+    };
+    if range.0 >= length {
+        return Err(unsatisfiable);
+    }
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000).unwrap(), Some((0, 99)));
+        assert_eq!(parse_range("bytes=500-", 1000).unwrap(), Some((500, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000).unwrap(), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-5000", 1000).unwrap(), Some((0, 999)));
+        assert_eq!(parse_range("bytes=900-5000", 1000).unwrap(), Some((900, 999)));
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 1000).unwrap(), None);
+        assert_eq!(parse_range("bytes=9-2", 1000).unwrap(), None);
+        assert_eq!(parse_range("bytes=abc", 1000).unwrap(), None);
+        assert!(matches!(parse_range("bytes=1000-", 1000), Err(GatewayError::RangeNotSatisfiable { length: 1000 })));
+        assert!(matches!(parse_range("bytes=-0", 1000), Err(GatewayError::RangeNotSatisfiable { .. })));
+    }
+}

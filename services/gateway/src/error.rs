@@ -1,0 +1,89 @@
+//! The gateway's errors and the responses they become.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The auth service refused the request: its status and body are passed through.
+    #[error("{body}")]
+    Auth { status: StatusCode, body: String },
+    #[error("not authorized")]
+    NotAuthorized,
+    #[error("exactly 1 file required")]
+    ExactlyOneFile,
+    #[error("malformed multipart body: {0}")]
+    BadMultipart(String),
+    #[error("fid is required")]
+    FidRequired,
+    #[error("invalid fid: expected a 24-character hexadecimal id")]
+    InvalidFid,
+    #[error("file not found")]
+    NotFound,
+    #[error("file too large: the limit is {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("unsupported file type: upload an audio or video file")]
+    UnsupportedMedia,
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { length: u64 },
+    /// A dependency (auth, MongoDB, RabbitMQ) did not answer in time.
+    #[error("service unavailable; try again later")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// Seconds a client is told to wait when a dependency is down.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            GatewayError::Auth { status, .. } => *status,
+            GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::ExactlyOneFile | GatewayError::BadMultipart(_) | GatewayError::FidRequired | GatewayError::InvalidFid => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        match &self {
+            GatewayError::Unavailable(e) => tracing::warn!(error.cause_chain = ?e, "dependency unavailable"),
+            GatewayError::Internal(e) => tracing::error!(error.cause_chain = ?e, "request failed"),
+            _ => {}
+        }
+        let mut resp = (status, self.to_string()).into_response();
+        match &self {
+            GatewayError::Unavailable(_) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+            }
+            GatewayError::RangeNotSatisfiable { length } => {
+                if let Ok(v) = format!("bytes */{length}").parse() {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// MongoDB errors: unreachable servers are 503, the rest 500.
+pub fn from_mongo(e: anyhow::Error) -> GatewayError {
+    let unavailable = e.chain().any(|cause| {
+        cause.downcast_ref::<mongodb::error::Error>().is_some_and(|m| {
+            use mongodb::error::ErrorKind;
+            matches!(*m.kind, ErrorKind::Io(_) | ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. })
+                || m.contains_label("RetryableWriteError")
+        })
+    });
+    if unavailable {
+        GatewayError::Unavailable(e)
+    } else {
+        GatewayError::Internal(e)
+    }
+}

@@ -1,0 +1,107 @@
+//! Building and running the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use common::amqp::Publisher;
+use common::gridfs;
+use mongodb::Database;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::{auth, download, outbox, upload};
+
+/// Clients and settings shared by every handler (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    pub http: reqwest::Client,
+    /// `http://<AUTH_SVC_ADDRESS>`
+    pub auth_url: String,
+    pub videos: Database,
+    pub mp3s: Database,
+    pub publisher: Arc<Publisher>,
+    pub video_queue: String,
+    pub max_upload_bytes: u64,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(auth::login))
+        // The body limit is ours (MAX_UPLOAD_BYTES, enforced while streaming), not axum's 2 MB.
+        .route("/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
+        .route("/download", get(download::download))
+        .route("/healthz", get(common::health::healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    let (mongo, amqp) = tokio::join!(gridfs::ping(&state.videos), state.publisher.is_connected());
+    match (mongo, amqp) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "mongodb unavailable"),
+        (_, false) => (StatusCode::SERVICE_UNAVAILABLE, "rabbitmq unavailable"),
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: Config,
+}
+
+impl Application {
+    /// Binds `0.0.0.0:port` (0 picks a free port). Dependencies are connected lazily, so the
+    /// gateway starts, and reports not-ready, while they come up.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("0.0.0.0", config.port)).await.with_context(|| format!("failed to bind port {}", config.port))?;
+        let http = reqwest::Client::builder()
+            .timeout(config.dependency_timeout)
+            .connect_timeout(config.dependency_timeout)
+            .pool_max_idle_per_host(config.auth_pool_max_idle)
+            .tcp_nodelay(true)
+            .build()
+            .context("failed to build the HTTP client")?;
+        let mongo = gridfs::client(&config.mongo, config.dependency_timeout, config.mongo_pool_max).await?;
+        let publisher = Publisher::new(config.queues.amqp_url.clone(), vec![config.queues.video_queue.clone()], config.dependency_timeout);
+        let state = AppState {
+            http,
+            auth_url: format!("http://{}", config.auth_address),
+            videos: mongo.database(&config.mongo.videos_db),
+            mp3s: mongo.database(&config.mongo.mp3s_db),
+            publisher: Arc::new(publisher),
+            video_queue: config.queues.video_queue.clone(),
+            max_upload_bytes: config.max_upload_bytes,
+        };
+        Ok(Self { listener, state, config })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), "gateway listening");
+        if let Err(e) = self.state.publisher.ensure_connected().await {
+            tracing::warn!(error.cause_chain = ?e, "RabbitMQ not reachable yet; will connect on first upload");
+        }
+        let sweep = tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
+        let app = common::http::with_tracing(router(self.state.clone()));
+        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let result = common::http::serve_with_grace(server, shutdown, self.config.shutdown_grace).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sweep).await;
+        result
+    }
+}

@@ -1,0 +1,98 @@
+//! The notifier's configuration, loaded once from the environment.
+
+use std::time::Duration;
+
+use common::config::{MongoSettings, QueueSettings, RetrySettings};
+use common::email::Email;
+use common::{ConfigError, Env};
+use secrecy::SecretString;
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text (a local test server only).
+    None,
+    /// Plain connection upgraded with STARTTLS (Gmail on 587, the original's setting).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+#[derive(Clone, Debug)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Sender address, and the SMTP user name when `password` is set.
+    pub from: Email,
+    /// `None` sends without logging in.
+    pub password: Option<SecretString>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub health_port: u16,
+    pub queues: QueueSettings,
+    /// Where the log of sent mails lives (database `MONGODB_MP3S_DB`).
+    pub mongo: MongoSettings,
+    pub smtp: SmtpSettings,
+    pub retry: RetrySettings,
+    pub prefetch: u16,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let tls = match env.string_or("SMTP_TLS", "starttls").to_ascii_lowercase().as_str() {
+            "none" => TlsMode::None,
+            "starttls" => TlsMode::StartTls,
+            "tls" => TlsMode::Tls,
+            other => return Err(ConfigError::Invalid { name: "SMTP_TLS", reason: format!("expected none, starttls or tls, got {other:?}") }),
+        };
+        let from = env
+            .required("GMAIL_ADDRESS")?
+            .parse()
+            .map_err(|_| ConfigError::Invalid { name: "GMAIL_ADDRESS", reason: "not a valid email address".into() })?;
+        let password = if env.bool_or("SMTP_AUTH", true)? { Some(env.required_secret("GMAIL_PASSWORD")?) } else { None };
+        Ok(Self {
+            health_port: env.parse_or("HEALTH_PORT", 8082)?,
+            queues: QueueSettings::from_env(env)?,
+            mongo: MongoSettings::from_env(env)?,
+            smtp: SmtpSettings {
+                host: env.string_or("SMTP_HOST", "smtp.gmail.com"),
+                port: env.parse_or("SMTP_PORT", 587)?,
+                tls,
+                from,
+                password,
+                timeout: env.seconds_or("SMTP_TIMEOUT_SECONDS", 30)?,
+            },
+            retry: RetrySettings::from_env(env)?,
+            prefetch: env.parse_or("NOTIFICATION_PREFETCH", 8)?,
+            shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_reproduce_the_original() {
+        let c = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("GMAIL_PASSWORD", "app-password")])).unwrap();
+        assert_eq!((c.smtp.host.as_str(), c.smtp.port, c.smtp.tls), ("smtp.gmail.com", 587, TlsMode::StartTls));
+        assert_eq!(c.queues.mp3_queue, "mp3");
+        assert!(!format!("{c:?}").contains("app-password"));
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com")])).unwrap_err();
+        assert!(e.to_string().contains("GMAIL_PASSWORD"));
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("SMTP_AUTH", "false"), ("SMTP_TLS", "ssl")])).unwrap_err();
+        assert!(e.to_string().contains("SMTP_TLS"));
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "nope"), ("SMTP_AUTH", "false")])).unwrap_err();
+        assert!(e.to_string().contains("GMAIL_ADDRESS"));
+    }
+}
