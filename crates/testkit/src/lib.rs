@@ -1,0 +1,517 @@
+//! Helpers for integration and end-to-end tests. Every test gets its own MySQL database and
+//! user, its own queue names, its own MongoDB databases and its own mail recipients, so tests
+//! run in parallel against the one set of real servers that `scripts/deps.sh` starts.
+//!
+//! Server locations come from `TEST_*` variables (set by `scripts/test.sh`), with the local
+//! defaults.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lapin::options::{BasicGetOptions, QueuePurgeOptions};
+use secrecy::SecretString;
+use serde::Deserialize;
+use sqlx::{Connection, Executor, MySqlConnection};
+
+fn var_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+pub fn mysql_admin_url() -> String {
+    var_or("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+}
+pub fn amqp_url() -> String {
+    var_or("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+pub fn mongo_uri() -> String {
+    var_or("TEST_MONGODB_URI", "mongodb://127.0.0.1:27017")
+}
+pub fn smtp_host() -> String {
+    var_or("TEST_SMTP_HOST", "127.0.0.1")
+}
+pub fn smtp_port() -> String {
+    var_or("TEST_SMTP_PORT", "1025")
+}
+pub fn maildev_url() -> String {
+    var_or("TEST_MAILDEV_URL", "http://127.0.0.1:1080")
+}
+
+/// A short random suffix for names.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A fresh, unique email address for a test user.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", unique())
+}
+
+/// A 48-byte development JWT secret.
+pub const JWT_SECRET: &str = "test-only-jwt-secret-0123456789-abcdefghijklmnop";
+
+/// The `user` table, taken from `init.sql` so tests use the schema deployments use.
+fn user_table_ddl() -> String {
+    let sql = include_str!("../../../init.sql");
+    let start = sql.find("CREATE TABLE").expect("init.sql has the user table");
+    let end = start + sql[start..].find(';').expect("statement ends");
+    sql[start..end].lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n")
+}
+
+/// A private auth database with its own application user.
+pub struct AuthDb {
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl AuthDb {
+    pub async fn create() -> anyhow::Result<Self> {
+        let id = unique();
+        let db = Self { database: format!("auth_t_{id}"), user: format!("auth_t_{id}"), password: format!("pw-{id}") };
+        let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.context("connect to MariaDB as admin (TEST_MYSQL_URL)")?;
+        conn.execute(format!("CREATE DATABASE `{}`", db.database).as_str()).await?;
+        for host in ["%", "localhost"] {
+            conn.execute(format!("CREATE USER '{}'@'{host}' IDENTIFIED BY '{}'", db.user, db.password).as_str()).await?;
+            conn.execute(format!("GRANT SELECT, INSERT, UPDATE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
+        }
+        conn.execute(format!("USE `{}`", db.database).as_str()).await?;
+        conn.execute(user_table_ddl().as_str()).await?;
+        Ok(db)
+    }
+
+    /// The `MYSQL_*` variables of the auth service for this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("MYSQL_HOST", "127.0.0.1".to_owned()),
+            ("MYSQL_PORT", "3306".to_owned()),
+            ("MYSQL_USER", self.user.clone()),
+            ("MYSQL_PASSWORD", self.password.clone()),
+            ("MYSQL_DB", self.database.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// Isolated names for one test's pipeline: queues and GridFS databases.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub video_queue: String,
+    pub mp3_queue: String,
+    pub videos_db: String,
+    pub mp3s_db: String,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        let id = unique();
+        Self {
+            video_queue: format!("video-{id}"),
+            mp3_queue: format!("mp3-{id}"),
+            videos_db: format!("videos_{id}"),
+            mp3s_db: format!("mp3s_{id}"),
+        }
+    }
+
+    /// The queue and MongoDB variables every service reads.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AMQP_URL", amqp_url()),
+            ("MONGODB_URI", mongo_uri()),
+            ("VIDEO_QUEUE", self.video_queue.clone()),
+            ("MP3_QUEUE", self.mp3_queue.clone()),
+            ("MONGODB_VIDEOS_DB", self.videos_db.clone()),
+            ("MONGODB_MP3S_DB", self.mp3s_db.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    pub async fn mongo(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(mongo_uri()).await.expect("mongo client")
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An env for `common::Env::from_pairs` from several variable lists.
+pub fn env_of(parts: &[&[(String, String)]]) -> common::Env {
+    common::Env::from_pairs(parts.iter().flat_map(|p| p.iter().cloned()))
+}
+
+/// Opens a channel on the test broker.
+pub async fn amqp_channel() -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let conn = common::amqp::connect(&SecretString::from(amqp_url())).await?;
+    let ch = conn.create_channel().await?;
+    Ok((conn, ch))
+}
+
+/// A message taken from a queue: body and headers.
+pub struct Taken {
+    pub body: Vec<u8>,
+    pub properties: lapin::BasicProperties,
+}
+
+impl Taken {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        let h = self.properties.headers().as_ref()?;
+        match h.inner().get(name)? {
+            lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+}
+
+/// Polls `queue` until a message is there (acked on take) or `timeout` passes.
+pub async fn take_message(ch: &lapin::Channel, queue: &str, timeout: Duration) -> Option<Taken> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(msg)) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await {
+            return Some(Taken { body: msg.delivery.data.clone(), properties: msg.delivery.properties.clone() });
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes a test's queues (best effort).
+pub async fn delete_queues(names: &[&str]) {
+    if let Ok((_c, ch)) = amqp_channel().await {
+        for q in names {
+            for name in [q.to_string(), common::amqp::retry_queue(q), common::amqp::dead_queue(q)] {
+                let _ = ch.queue_purge(&name, QueuePurgeOptions::default()).await;
+                let _ = ch.queue_delete(&name, Default::default()).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailAddress {
+    pub address: String,
+}
+
+/// A mail as maildev's REST API shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Mail {
+    pub subject: String,
+    #[serde(default)]
+    pub text: String,
+    pub to: Vec<MailAddress>,
+    #[serde(default)]
+    pub from: Vec<MailAddress>,
+}
+
+/// Every mail maildev holds for `to`.
+pub async fn mails_to(to: &str) -> anyhow::Result<Vec<Mail>> {
+    let all: Vec<Mail> = reqwest::get(format!("{}/email", maildev_url())).await?.error_for_status()?.json().await?;
+    Ok(all.into_iter().filter(|m| m.to.iter().any(|a| a.address.eq_ignore_ascii_case(to))).collect())
+}
+
+/// Waits until at least `count` mails for `to` arrived; returns them.
+pub async fn wait_for_mails(to: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<Mail>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mails = mails_to(to).await.unwrap_or_default();
+        if mails.len() >= count {
+            return Ok(mails);
+        }
+        if Instant::now() > deadline {
+            bail!("{} mail(s) for {to} after {timeout:?}, expected {count}", mails.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Kinds of generated test media.
+#[derive(Clone, Copy, Debug)]
+pub enum Media {
+    /// Matroska: MPEG-4 part 2 video, AAC audio.
+    Mkv,
+    /// MP4: MPEG-4 part 2 video, AAC audio, moov atom first.
+    Mp4,
+    /// A video without any audio track.
+    SilentMp4,
+}
+
+fn media_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+/// Generates (once per process) a small test video of `seconds` with ffmpeg's lavfi sources:
+/// a test pattern and a 440 Hz tone.
+pub fn media(kind: Media, seconds: u32) -> PathBuf {
+    let (name, args): (String, Vec<String>) = match kind {
+        Media::Mkv => (
+            format!("test-{seconds}.mkv"),
+            vec!["-c:v".into(), "mpeg4".into(), "-c:a".into(), "aac".into()],
+        ),
+        Media::Mp4 => (
+            format!("test-{seconds}.mp4"),
+            vec!["-c:v".into(), "mpeg4".into(), "-c:a".into(), "aac".into(), "-movflags".into(), "+faststart".into()],
+        ),
+        Media::SilentMp4 => (format!("silent-{seconds}.mp4"), vec!["-c:v".into(), "mpeg4".into(), "-an".into()]),
+    };
+    let path = media_dir().join(&name);
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if path.exists() {
+        return path;
+    }
+    let tmp = media_dir().join(format!("partial-{name}"));
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc=duration={seconds}:size=160x120:rate=10")]);
+    if !matches!(kind, Media::SilentMp4) {
+        cmd.args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={seconds}")]);
+    }
+    cmd.args(&args).args(["-shortest"]).arg(&tmp);
+    let status = cmd.status().expect("ffmpeg runs (install it: scripts/deps.sh)");
+    assert!(status.success(), "ffmpeg failed to generate {name}");
+    std::fs::rename(&tmp, &path).expect("rename media");
+    path
+}
+
+/// What ffprobe says of a file: (format name, first audio codec, duration in seconds).
+pub fn probe(path: &Path) -> anyhow::Result<(String, Option<String>, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .arg(path)
+        .output()
+        .context("ffprobe runs")?;
+    if !out.status.success() {
+        bail!("ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let format = v["format"]["format_name"].as_str().unwrap_or_default().to_owned();
+    let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    let audio = v["streams"].as_array().and_then(|s| {
+        s.iter().find(|s| s["codec_type"] == "audio").and_then(|s| s["codec_name"].as_str().map(str::to_owned))
+    });
+    Ok((format, audio, duration))
+}
+
+/// Duration of the first audio stream, measured by decoding it (containers such as Matroska
+/// don't state per-stream durations).
+pub fn audio_duration(path: &Path) -> anyhow::Result<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-f", "null", "-"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let time = stderr.rsplit("time=").next().context("no time= in ffmpeg output")?;
+    let hms: Vec<f64> = time.split_whitespace().next().unwrap_or("").split(':').filter_map(|p| p.parse().ok()).collect();
+    match hms[..] {
+        [h, m, s] => Ok(h * 3600.0 + m * 60.0 + s),
+        _ => bail!("unreadable ffmpeg time in {stderr}"),
+    }
+}
+
+/// Where cargo put the workspace's binaries.
+pub fn bin_path(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let path = target.join(profile).join(name);
+    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A running service binary, killed (SIGKILL) when dropped; its output goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!("mp3c-{name}-{}.log", unique()));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin_path(name))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        Ok(Self { child, name: name.to_owned(), log })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on localhost (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `url` until it answers 200 or `timeout` passes.
+pub async fn wait_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{url} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a user in an auth database through the auth binary's user command.
+pub fn add_user(db: &AuthDb, email: &str, password: &str, admin: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin_path("auth"));
+    cmd.args(["user", "add", email]);
+    if !admin {
+        cmd.arg("--no-admin");
+    }
+    let out = cmd.env_clear().envs(db.env()).env("AUTH_USER_PASSWORD", password).output()?;
+    if !out.status.success() {
+        bail!("auth user add failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The four service binaries running against isolated databases and queues.
+pub struct Stack {
+    pub db: AuthDb,
+    pub names: Names,
+    pub auth_port: u16,
+    pub gateway_port: u16,
+    pub converter_health: u16,
+    pub notification_health: u16,
+    pub auth: Proc,
+    pub gateway: Proc,
+    pub converter: Proc,
+    pub notification: Proc,
+}
+
+impl Stack {
+    /// Starts auth, gateway, converter and notification and waits until each is ready.
+    /// `extra` adds or overrides variables for every service.
+    pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let db = AuthDb::create().await?;
+        let names = Names::new();
+        let (auth_port, gateway_port, converter_health, notification_health) = (free_port(), free_port(), free_port(), free_port());
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let with = |own: Vec<(&str, String)>| -> Vec<(String, String)> {
+            let mut env = names.env();
+            env.extend(own.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            env.extend(extra.iter().cloned());
+            env
+        };
+        let mut auth_env = db.env();
+        auth_env.extend(with(vec![("PORT", auth_port.to_string()), ("JWT_SECRET", JWT_SECRET.to_owned())]));
+        let auth = Proc::spawn("auth", &auth_env)?;
+        let gateway = Proc::spawn(
+            "gateway",
+            &with(vec![("PORT", gateway_port.to_string()), ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))]),
+        )?;
+        let converter = Proc::spawn("converter", &with(vec![("HEALTH_PORT", converter_health.to_string())]))?;
+        let notification = Proc::spawn(
+            "notification",
+            &with(vec![
+                ("HEALTH_PORT", notification_health.to_string()),
+                ("SMTP_HOST", smtp_host()),
+                ("SMTP_PORT", smtp_port()),
+                ("SMTP_TLS", "none".to_owned()),
+                ("SMTP_AUTH", "false".to_owned()),
+                ("GMAIL_ADDRESS", "mp3converter@localhost".to_owned()),
+            ]),
+        )?;
+        let stack = Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
+        for (url, proc_) in [
+            (format!("http://127.0.0.1:{auth_port}/readyz"), &stack.auth),
+            (format!("http://127.0.0.1:{gateway_port}/readyz"), &stack.gateway),
+            (format!("http://127.0.0.1:{converter_health}/readyz"), &stack.converter),
+            (format!("http://127.0.0.1:{notification_health}/readyz"), &stack.notification),
+        ] {
+            if let Err(e) = wait_ok(&url, Duration::from_secs(30)).await {
+                bail!("{e}; {} log:\n{}", proc_.name, proc_.log_text());
+            }
+        }
+        Ok(stack)
+    }
+
+    pub fn gateway_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway_port)
+    }
+
+    /// Adds a user and logs in through the gateway; returns the token.
+    pub async fn user_token(&self, email: &str, admin: bool) -> anyhow::Result<String> {
+        add_user(&self.db, email, "Password123!", admin)?;
+        let resp = reqwest::Client::new().post(self.gateway_url("/login")).basic_auth(email, Some("Password123!")).send().await?;
+        if !resp.status().is_success() {
+            bail!("login failed: {}", resp.status());
+        }
+        Ok(resp.text().await?)
+    }
+
+    /// Uploads a file as multipart field `file`; returns status and body.
+    pub async fn upload(&self, token: &str, path: &Path) -> anyhow::Result<(u16, String)> {
+        let bytes = std::fs::read(path)?;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        let resp = reqwest::Client::new().post(self.gateway_url("/upload")).bearer_auth(token).multipart(form).send().await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    /// Logs of all four services (for assertion messages).
+    pub fn logs(&self) -> String {
+        [&self.auth, &self.gateway, &self.converter, &self.notification]
+            .iter()
+            .map(|p| format!("===== {} =====\n{}", p.name, p.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The mp3 id in a "mp3 file_id: <fid> is now ready!" mail.
+pub fn fid_from_mail(text: &str) -> Option<String> {
+    let rest = text.split("mp3 file_id: ").nth(1)?;
+    let fid: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    (fid.len() == 24).then_some(fid)
+}

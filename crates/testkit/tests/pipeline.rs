@@ -1,0 +1,61 @@
+//! The tutorial's own flow, end to end, against the four running binaries and the real
+//! MariaDB, RabbitMQ, MongoDB-compatible server, SMTP server and ffmpeg.
+
+use std::time::Duration;
+
+use testkit::{audio_duration, fid_from_mail, media, probe, unique_email, wait_for_mails, Media, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_flow_mkv_and_mp4_end_to_end() {
+    let stack = Stack::start(&[]).await.expect("stack starts");
+    let owner = unique_email();
+    let token = stack.user_token(&owner, true).await.unwrap();
+    assert_eq!(token.split('.').count(), 3, "login returns a raw JWT: {token}");
+
+    let sources = [media(Media::Mkv, 6), media(Media::Mp4, 4)];
+    for src in &sources {
+        let (status, body) = stack.upload(&token, src).await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "success!"), "{}", stack.logs());
+    }
+
+    let mails = wait_for_mails(&owner, 2, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    assert_eq!(mails.len(), 2);
+    let client = reqwest::Client::new();
+    let mut durations = Vec::new();
+    let mut fids = Vec::new();
+    for mail in &mails {
+        assert_eq!(mail.subject, "MP3 Download");
+        let fid = fid_from_mail(&mail.text).unwrap_or_else(|| panic!("no fid in {:?}", mail.text));
+        assert!(mail.text.contains(&format!("mp3 file_id: {fid} is now ready!")));
+        let resp = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "audio/mpeg");
+        assert_eq!(resp.headers()["content-disposition"], format!("attachment; filename=\"{fid}.mp3\"").as_str());
+        let declared: usize = resp.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(bytes.len(), declared);
+        let out = tempfile::Builder::new().suffix(".mp3").tempfile().unwrap();
+        std::fs::write(out.path(), &bytes).unwrap();
+        let (format, codec, duration) = probe(out.path()).unwrap();
+        assert_eq!(format, "mp3");
+        assert_eq!(codec.as_deref(), Some("mp3"));
+        durations.push(duration);
+        fids.push(fid);
+    }
+    // Each mp3 lasts as long as one of the sources' audio (within 0.5 s), and both sources
+    // are covered.
+    let mut expected: Vec<f64> = sources.iter().map(|s| audio_duration(s).unwrap()).collect();
+    for d in durations {
+        let i = expected.iter().position(|e| (e - d).abs() <= 0.5).unwrap_or_else(|| panic!("mp3 of {d}s matches no source {expected:?}"));
+        expected.remove(i);
+    }
+
+    // A second user can't download the first user's mp3, and can't tell it exists.
+    let other = stack.user_token(&unique_email(), true).await.unwrap();
+    for fid in &fids {
+        let resp = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.text().await.unwrap(), "file not found");
+    }
+    testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
+}
