@@ -1,0 +1,175 @@
+//! The auth service against a real MariaDB database of its own.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use auth::{Application, Config};
+use common::Env;
+use testkit::{add_user, bin_path, unique_email, AuthDb, JWT_SECRET};
+use tokio_util::sync::CancellationToken;
+
+struct App {
+    base: String,
+    db: AuthDb,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn spawn_app(extra: &[(&str, &str)]) -> App {
+    let db = AuthDb::create().await.unwrap();
+    let mut env = Env::from_pairs(db.env());
+    env.set("PORT", "0").set("JWT_SECRET", JWT_SECRET);
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
+    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    App { base, db, _stop: stop.drop_guard() }
+}
+
+async fn login(app: &App, user: &str, pass: &str) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{}/login", app.base)).basic_auth(user, Some(pass)).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn login_issues_a_token_that_validates_to_the_contract_claims() {
+    let app = spawn_app(&[]).await;
+    let email = unique_email();
+    add_user(&app.db, &email, "Password123!", true).unwrap();
+    let resp = login(&app, &email, "Password123!").await;
+    assert_eq!(resp.status(), 200);
+    let token = resp.text().await.unwrap();
+    let resp = reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let claims: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(claims["username"], email.as_str());
+    assert_eq!(claims["admin"], true);
+    let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+    assert_eq!(exp - iat, 86_400, "a day, as in the original");
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2id_hashes() {
+    let app = spawn_app(&[]).await;
+    let email = unique_email();
+    add_user(&app.db, &email, "Password123!", true).unwrap();
+    let mut conn: sqlx::MySqlConnection = sqlx::Connection::connect(&testkit::mysql_admin_url()).await.unwrap();
+    let (stored,): (String,) = sqlx::query_as(&format!("SELECT password FROM `{}`.`user` WHERE email = ?", app.db.database))
+        .bind(&email)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("Password123!"), "{stored}");
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_look_the_same() {
+    let app = spawn_app(&[]).await;
+    let email = unique_email();
+    add_user(&app.db, &email, "Password123!", true).unwrap();
+    let wrong = login(&app, &email, "nope").await;
+    let unknown = login(&app, &unique_email(), "nope").await;
+    assert_eq!((wrong.status(), unknown.status()), (reqwest::StatusCode::UNAUTHORIZED, reqwest::StatusCode::UNAUTHORIZED));
+    assert_eq!(wrong.text().await.unwrap(), "invalid credentials");
+    assert_eq!(unknown.text().await.unwrap(), "invalid credentials");
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_per_email_and_per_address() {
+    let app = spawn_app(&[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_MAX_FAILURES_PER_ADDRESS", "5"), ("LOGIN_WINDOW_SECONDS", "60")]).await;
+    let (victim, other) = (unique_email(), unique_email());
+    add_user(&app.db, &victim, "Password123!", true).unwrap();
+    add_user(&app.db, &other, "Password123!", true).unwrap();
+    for _ in 0..3 {
+        assert_eq!(login(&app, &victim, "guess").await.status(), 401);
+    }
+    // Blocked now, even with the right password, with a Retry-After within the window.
+    let blocked = login(&app, &victim, "Password123!").await;
+    assert_eq!(blocked.status(), 429);
+    let retry: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(blocked.text().await.unwrap(), "too many failed logins; try again later");
+    // Another email from the same address still works until the address limit (5) is hit.
+    assert_eq!(login(&app, &other, "Password123!").await.status(), 200);
+    assert_eq!(login(&app, &other, "guess").await.status(), 401);
+    assert_eq!(login(&app, &unique_email(), "guess").await.status(), 401);
+    assert_eq!(login(&app, &other, "Password123!").await.status(), 429, "address limit reached");
+}
+
+#[tokio::test]
+async fn user_command_creates_non_admins_and_resets_passwords() {
+    let app = spawn_app(&[]).await;
+    let email = unique_email();
+    add_user(&app.db, &email, "Password123!", false).unwrap();
+    let token = login(&app, &email, "Password123!").await.text().await.unwrap();
+    let claims: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/validate", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims["admin"], false);
+
+    // A duplicate is refused with a clear message.
+    let dup = add_user(&app.db, &email, "Password123!", true).unwrap_err().to_string();
+    assert!(dup.contains("already exists"), "{dup}");
+
+    // set-password reads the new password from stdin.
+    let mut child = Command::new(bin_path("auth"))
+        .args(["user", "set-password", &email])
+        .env_clear()
+        .envs(app.db.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"NewPassword456\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(login(&app, &email, "Password123!").await.status(), 401);
+    assert_eq!(login(&app, &email, "NewPassword456").await.status(), 200);
+
+    // Too short a password is refused before anything is written.
+    let short = add_user(&app.db, &unique_email(), "short", true).unwrap_err().to_string();
+    assert!(short.contains("at least 8 characters"), "{short}");
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_a_strong_jwt_secret() {
+    let db = AuthDb::create().await.unwrap();
+    for (secret, expected) in [(None, "missing required environment variable JWT_SECRET"), (Some("too-short"), "JWT_SECRET: must be at least 32 bytes")] {
+        let mut cmd = Command::new(bin_path("auth"));
+        cmd.env_clear().envs(db.env()).env("PORT", "0");
+        if let Some(s) = secret {
+            cmd.env("JWT_SECRET", s);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+        if let Some(s) = secret {
+            assert!(!stderr.contains(s), "the secret itself is never printed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn answers_503_when_mysql_is_unreachable() {
+    let port = testkit::free_port().to_string();
+    let app = spawn_app(&[("MYSQL_PORT", &port)]).await;
+    let started = std::time::Instant::now();
+    let resp = login(&app, "a@b.c", "whatever").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(resp.text().await.unwrap(), "service unavailable; try again later");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let ready = reqwest::get(format!("{}/readyz", app.base)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(reqwest::get(format!("{}/healthz", app.base)).await.unwrap().status(), 200);
+}

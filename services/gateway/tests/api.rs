@@ -1,0 +1,169 @@
+//! The gateway in-process, with a real auth service, MongoDB and RabbitMQ.
+
+use std::time::Duration;
+
+use common::Env;
+use gateway::{Application, Config};
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use testkit::{add_user, media, take_message, unique_email, AuthDb, Media, Names, JWT_SECRET};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+struct TestGateway {
+    base: String,
+    names: Names,
+    state: gateway::AppState,
+    token: String,
+    email: String,
+    _guards: Vec<DropGuard>,
+}
+
+async fn spawn(extra: &[(&str, &str)]) -> TestGateway {
+    let db = AuthDb::create().await.unwrap();
+    let mut auth_env = Env::from_pairs(db.env());
+    auth_env.set("PORT", "0").set("JWT_SECRET", JWT_SECRET);
+    let auth_app = auth::Application::build(auth::Config::from_env(&auth_env).unwrap()).await.unwrap();
+    let auth_port = auth_app.port();
+    let stop_auth = CancellationToken::new();
+    tokio::spawn(auth_app.run_until_stopped(stop_auth.clone()));
+
+    let names = Names::new();
+    let mut env = Env::from_pairs(names.env());
+    env.set("PORT", "0").set("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"));
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
+    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let email = unique_email();
+    add_user(&db, &email, "Password123!", true).unwrap();
+    let token = reqwest::Client::new()
+        .post(format!("{base}/login"))
+        .basic_auth(&email, Some("Password123!"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    TestGateway { base, names, state, token, email, _guards: vec![stop.drop_guard(), stop_auth.drop_guard()] }
+}
+
+async fn upload(gw: &TestGateway, filename: &str, bytes: Vec<u8>) -> (u16, String) {
+    let form = reqwest::multipart::Form::new().part("video", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()));
+    let resp = reqwest::Client::new().post(format!("{}/upload", gw.base)).bearer_auth(&gw.token).multipart(form).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn video_files(gw: &TestGateway) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    let client = gw.names.mongo().await;
+    client.database(&gw.names.videos_db).collection::<Document>("fs.files").find(doc! {}).await.unwrap().try_collect().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_stores_the_file_with_its_owner_and_queues_the_contract_message() {
+    let gw = spawn(&[]).await;
+    let bytes = std::fs::read(media(Media::Mkv, 2)).unwrap();
+    let (status, body) = upload(&gw, "../../secret/\tmy clip.mkv", bytes.clone()).await;
+    assert_eq!((status, body.as_str()), (200, "success!"));
+
+    let files = video_files(&gw).await;
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let meta = file.get_document("metadata").unwrap();
+    assert_eq!(meta.get_str("username").unwrap(), gw.email);
+    assert_eq!(meta.get_str("filename").unwrap(), "my clip.mkv", "path and control characters stripped");
+    assert!(meta.get_bool("queued").unwrap());
+    assert_eq!(file.get_i64("length").unwrap_or_else(|_| file.get_i32("length").unwrap() as i64) as usize, bytes.len());
+    let id = file.get_object_id("_id").unwrap();
+
+    // The stored bytes are the uploaded bytes.
+    let stored = gateway_read_all(&gw, id).await;
+    assert_eq!(stored, bytes);
+
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("message queued");
+    assert_eq!(msg.json(), serde_json::json!({"video_fid": id.to_hex(), "mp3_fid": null, "username": gw.email}));
+    assert_eq!(msg.properties.delivery_mode(), &Some(2), "persistent");
+    testkit::delete_queues(&[&gw.names.video_queue]).await;
+}
+
+async fn gateway_read_all(gw: &TestGateway, id: ObjectId) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let file = common::gridfs::find_file(&gw.state.videos, doc! {"_id": id}).await.unwrap().unwrap();
+    let chunks: Vec<bytes::Bytes> = common::gridfs::read_range(&gw.state.videos, &file, 0, file.length - 1).try_collect().await.unwrap();
+    chunks.concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_answers_503_and_removes_the_video() {
+    // A broker address where nothing listens.
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
+    let gw = spawn(&[("AMQP_URL", &dead), ("DEPENDENCY_TIMEOUT_SECONDS", "2")]).await;
+    let started = std::time::Instant::now();
+    let (status, body) = upload(&gw, "a.mkv", std::fs::read(media(Media::Mkv, 2)).unwrap()).await;
+    assert_eq!((status, body.as_str()), (503, "service unavailable; try again later"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(video_files(&gw).await.is_empty(), "the unannounced video was deleted");
+    let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+    assert_eq!((ready.status().as_u16(), ready.text().await.unwrap().as_str()), (503, "rabbitmq unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
+    let gw = spawn(&[]).await;
+    // A video as a gateway that crashed after storing it would leave it.
+    let id = ObjectId::new();
+    let bucket = common::gridfs::bucket(&gw.state.videos);
+    let meta = doc! {"username": &gw.email, "filename": "a.mkv", "queued": false};
+    common::gridfs::upload(&bucket, id, "a.mkv", meta, &b"\x1aE\xdf\xa3 not really"[..]).await.unwrap();
+
+    // Too young: left alone (its upload request may still be publishing).
+    assert_eq!(gateway::outbox::sweep_once(&gw.state, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(gateway::outbox::sweep_once(&gw.state, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(gateway::outbox::sweep_once(&gw.state, Duration::ZERO).await.unwrap(), 0, "announced once");
+
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("announced");
+    assert_eq!(msg.json()["video_fid"], id.to_hex());
+    assert_eq!(msg.json()["username"], gw.email.as_str());
+    testkit::delete_queues(&[&gw.names.video_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_support_ranges_and_etags() {
+    let gw = spawn(&[]).await;
+    let id = ObjectId::new();
+    let bucket = common::gridfs::bucket(&gw.state.mp3s);
+    // Three chunks and a bit, so ranges cross chunk boundaries.
+    let data: Vec<u8> = (0..(3 * common::gridfs::CHUNK_SIZE as usize + 100)).map(|i| (i % 251) as u8).collect();
+    common::gridfs::upload(&bucket, id, "x.mp3", doc! {"username": &gw.email}, &data[..]).await.unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/download?fid={id}", gw.base);
+
+    let full = client.get(&url).bearer_auth(&gw.token).send().await.unwrap();
+    assert_eq!(full.status(), 200);
+    assert_eq!(full.headers()["accept-ranges"], "bytes");
+    let etag = full.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(full.bytes().await.unwrap().as_ref(), &data[..]);
+
+    let start = common::gridfs::CHUNK_SIZE as usize - 10;
+    let end = 2 * common::gridfs::CHUNK_SIZE as usize + 10;
+    let part = client.get(&url).bearer_auth(&gw.token).header("range", format!("bytes={start}-{end}")).send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes {start}-{end}/{}", data.len()).as_str());
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &data[start..=end]);
+
+    let tail = client.get(&url).bearer_auth(&gw.token).header("range", "bytes=-50").header("if-range", &etag).send().await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &data[data.len() - 50..]);
+
+    // A stale If-Range gets the whole file again.
+    let stale = client.get(&url).bearer_auth(&gw.token).header("range", "bytes=0-9").header("if-range", "\"old\"").send().await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.bytes().await.unwrap().len(), data.len());
+}
