@@ -174,8 +174,12 @@ impl Taken {
     }
 }
 
-/// Polls `queue` until a message is there (acked on take) or `timeout` passes.
+/// Polls `queue` until a message is there (acked on take) or `timeout` passes. The queue is
+/// declared first (durable, no arguments, as the services declare work and dead-letter
+/// queues), since getting from a missing queue would close the channel.
 pub async fn take_message(ch: &lapin::Channel, queue: &str, timeout: Duration) -> Option<Taken> {
+    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(queue, durable, Default::default()).await.expect("declare queue");
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(msg)) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await {

@@ -1,0 +1,80 @@
+//! The notifier in-process against real RabbitMQ, MongoDB and an SMTP server (maildev).
+
+use std::time::Duration;
+
+use common::message::JobMessage;
+use notification::{Application, Config};
+use testkit::{mails_to, take_message, unique_email, wait_for_mails, Names};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+async fn start(names: &Names) -> DropGuard {
+    let mut env = testkit::env_of(&[&names.env()]);
+    env.set("HEALTH_PORT", "0")
+        .set("SMTP_HOST", testkit::smtp_host())
+        .set("SMTP_PORT", testkit::smtp_port())
+        .set("SMTP_TLS", "none")
+        .set("SMTP_AUTH", "false")
+        .set("GMAIL_ADDRESS", "mp3converter@localhost");
+    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
+    let health = app.health_port();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    testkit::wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20)).await.unwrap();
+    stop.drop_guard()
+}
+
+async fn publish(queue: &str, body: &[u8]) {
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    common::amqp::publish_confirmed(&ch, queue, body, common::amqp::json_properties(Default::default())).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mails_the_owner_once_per_mp3() {
+    let names = Names::new();
+    let _app = start(&names).await;
+    let to = unique_email();
+    let msg = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcd".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &to) };
+    publish(&names.mp3_queue, &msg.to_json()).await;
+    let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(mails[0].subject, "MP3 Download");
+    assert_eq!(mails[0].text.trim(), "mp3 file_id: 65f0c0ffee0123456789abcd is now ready!");
+    assert_eq!(mails[0].from[0].address, "mp3converter@localhost");
+
+    // A redelivered message sends nothing new.
+    publish(&names.mp3_queue, &msg.to_json()).await;
+    let marker = unique_email();
+    let other = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcf".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &marker) };
+    publish(&names.mp3_queue, &other.to_json()).await;
+    wait_for_mails(&marker, 1, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(mails_to(&to).await.unwrap().len(), 1, "no duplicate mail");
+    testkit::delete_queues(&[&names.mp3_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_the_owner_when_conversion_failed() {
+    let names = Names::new();
+    let _app = start(&names).await;
+    let to = unique_email();
+    let msg = JobMessage { error: Some("the video has no audio track".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &to) };
+    publish(&names.mp3_queue, &msg.to_json()).await;
+    let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(mails[0].subject, "MP3 Download failed");
+    assert!(mails[0].text.contains("65f0c0ffee0123456789abce") && mails[0].text.contains("the video has no audio track"), "{}", mails[0].text);
+    testkit::delete_queues(&[&names.mp3_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_recipients_and_header_injection_are_dead_lettered() {
+    let names = Names::new();
+    let _app = start(&names).await;
+    let victim = unique_email();
+    let injected = format!("{victim}\r\nBcc: {}", unique_email());
+    let msg = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcd".into()), ..JobMessage::new_video("x", &injected) };
+    publish(&names.mp3_queue, &msg.to_json()).await;
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let dead = take_message(&ch, &common::amqp::dead_queue(&names.mp3_queue), Duration::from_secs(20)).await.expect("dead-lettered");
+    assert!(dead.header_str("x-failure-reason").unwrap().starts_with("invalid recipient address"));
+    assert!(mails_to(&victim).await.unwrap().is_empty());
+    testkit::delete_queues(&[&names.mp3_queue]).await;
+}
