@@ -16,3 +16,15 @@ pub fn init() {
     // A second init (tests) is harmless.
     let _ = result;
 }
+
+/// Runs a service's `main` body; a failure is printed as one line with its cause chain
+/// (never a backtrace or a config value) and exits with status 1.
+pub fn exit_on_error(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,8 +2,12 @@ use auth::{users, Application, Config};
 use common::Env;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     common::telemetry::init();
+    common::telemetry::exit_on_error(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let env = Env::from_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("user") {

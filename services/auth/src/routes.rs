@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", post(login))
         .route("/validate", post(validate))
         .route("/healthz", get(common::health::healthz))
+        .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -132,6 +133,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "mysql unavailable")
         }
     }
+}
+
+/// The OpenAPI document of this service (kept in docs/openapi/ and checked by the schemathesis test).
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], include_str!("../../../docs/openapi/auth.yaml"))
 }
 
 #[cfg(test)]

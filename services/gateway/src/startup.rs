@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
         .route("/download", get(download::download))
         .route("/healthz", get(common::health::healthz))
+        .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -104,4 +105,9 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(1), sweep).await;
         result
     }
+}
+
+/// The OpenAPI document of this service (kept in docs/openapi/ and checked by the schemathesis test).
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], include_str!("../../../docs/openapi/gateway.yaml"))
 }
