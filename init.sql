@@ -1,0 +1,46 @@
+-- Schema, application user and demo user of the auth service (MySQL / MariaDB).
+--
+-- Idempotent: applying it again changes nothing (IF NOT EXISTS, INSERT IGNORE), so
+-- scripts/dev-up.sh applies it on every run and the MySQL manifest can mount it as an init script.
+-- Apply as an administrator, e.g. `mysql -u root < init.sql`.
+
+CREATE DATABASE IF NOT EXISTS auth
+  CHARACTER SET utf8mb4
+  COLLATE utf8mb4_unicode_ci;
+
+-- ---------------------------------------------------------------------------------------------
+-- DEVELOPMENT PLACEHOLDER PASSWORD: 'Auth123' is a well-known demo value, shared with the
+-- development Kubernetes Secret (MYSQL_PASSWORD) and scripts/dev-up.sh. Never use it for a
+-- deployment that holds real data: create the user with a generated password instead and put that
+-- password in the auth service's Secret.
+-- ---------------------------------------------------------------------------------------------
+CREATE USER IF NOT EXISTS 'auth_user'@'%' IDENTIFIED BY 'Auth123';
+CREATE USER IF NOT EXISTS 'auth_user'@'localhost' IDENTIFIED BY 'Auth123';
+
+-- The service only reads users (login) and adds or updates them (`auth user add` /
+-- `auth user set-password`); it never needs DDL or DELETE.
+GRANT SELECT, INSERT, UPDATE ON auth.* TO 'auth_user'@'%';
+GRANT SELECT, INSERT, UPDATE ON auth.* TO 'auth_user'@'localhost';
+
+USE auth;
+
+CREATE TABLE IF NOT EXISTS `user` (
+  id INT AUTO_INCREMENT PRIMARY KEY,
+  email VARCHAR(255) NOT NULL UNIQUE,
+  -- An argon2id hash in PHC string form ($argon2id$v=19$m=...,t=...,p=...$salt$hash), never the
+  -- plain password (the original stored and compared plaintext).
+  password VARCHAR(255) NOT NULL,
+  -- Only admins may upload (the gateway checks the token's `admin` claim).
+  admin BOOLEAN NOT NULL DEFAULT TRUE,
+  created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+) ENGINE = InnoDB;
+
+-- The tutorial's demo user: georgio@email.com / Admin123 (also a DEVELOPMENT PLACEHOLDER).
+-- The hash was made once with Python argon2-cffi `PasswordHasher().hash("Admin123")`
+-- (argon2id, v=19, m=65536, t=3, p=4); the auth service verifies any PHC argon2 string.
+-- INSERT IGNORE keeps an existing row (and a password changed since) untouched.
+INSERT IGNORE INTO `user` (email, password, admin) VALUES (
+  'georgio@email.com',
+  '$argon2id$v=19$m=65536,t=3,p=4$akbWVe1/Ahforyiyk8P4ug$waasYL4xtz0X95VOV2rDlc3LfaeG1/LgS5KLLQ76zkw',
+  TRUE
+);

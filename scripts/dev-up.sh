@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to the whole suite running locally:
+# dependencies (scripts/deps.sh), the auth schema and demo user (init.sql), a JWT secret kept in
+# .dev/jwt_secret, a release build, and the four services in the background (logs in
+# .dev/logs/<service>.log, pids in .dev/pids/). Services already running are restarted, so a
+# re-run after a rebuild picks up the new binaries. Stop everything with scripts/dev-down.sh.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: scripts/dev-up.sh [--no-build] [--debug] [-h|--help]
+  Start mp3converter locally: deps, init.sql, build (release), auth :5000, gateway :8080,
+  converter (health :8081), notification (health :8082), mail UI at http://127.0.0.1:1080.
+  --no-build  use the binaries already built      --debug  use the debug profile
+  Env: MONGODB_URI (use that server), RUST_LOG (default info), MP3C_DEV_DIR (default <repo>/.dev)
+EOF
+}
+
+build=1
+profile=release
+while (($#)); do
+  case $1 in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    --no-build) build=0 ;;
+    --debug) profile=debug ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+MP3C_ME=dev-up
+# shellcheck source=_lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
+cd "$MP3C_ROOT"
+mp3c_dirs
+
+bash "$MP3C_ROOT/scripts/deps.sh"
+
+# --- schema and demo user ---------------------------------------------------------------------
+# root over TCP when allowed, else through the socket (unix_socket auth as the OS root).
+if mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+  mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot <"$MP3C_ROOT/init.sql" ||
+    die "applying init.sql as root over TCP failed"
+elif ((EUID == 0)); then
+  mysql -uroot <"$MP3C_ROOT/init.sql" || die "applying init.sql as root through the socket failed"
+else
+  # shellcheck disable=SC2024 # the file is ours to read; only mysql needs root
+  sudo mysql -uroot <"$MP3C_ROOT/init.sql" || die "applying init.sql (sudo mysql) failed"
+fi
+log "applied init.sql (database auth, user auth_user, demo user georgio@email.com)"
+
+# --- JWT secret: made once, kept across runs --------------------------------------------------
+jwt_file=$MP3C_DEV_DIR/jwt_secret
+if [[ ! -s $jwt_file ]]; then
+  (
+    umask 077
+    head -c 48 /dev/urandom | base64 -w0 >"$jwt_file.tmp"
+    mv -f -- "$jwt_file.tmp" "$jwt_file"
+  )
+  log "generated a JWT secret in $jwt_file"
+fi
+jwt_secret=$(<"$jwt_file")
+
+# --- build --------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then PATH=$HOME/.cargo/bin:$PATH; fi
+if ((build)); then
+  log "cargo build --$profile --bins (waits if another build holds the lock)"
+  if [[ $profile == release ]]; then cargo build --release --bins; else cargo build --bins; fi
+fi
+target_dir=${CARGO_TARGET_DIR:-$MP3C_ROOT/target}
+[[ $target_dir == /* ]] || target_dir=$MP3C_ROOT/$target_dir
+bin_dir=$target_dir/$profile
+for svc in "${MP3C_SERVICES[@]}"; do
+  [[ -x $bin_dir/$svc ]] || die "binary $bin_dir/$svc not found (build it, or drop --no-build)"
+done
+
+# --- (re)start the services -----------------------------------------------------------------
+# Stop every old instance first, so that ports are free and nothing talks to an old binary.
+for svc in gateway converter notification auth; do
+  stop_recorded "$svc" 30
+done
+for svc in "${MP3C_SERVICES[@]}"; do
+  port=${MP3C_SERVICE_PORT[$svc]}
+  if tcp_open 127.0.0.1 "$port"; then
+    die "port $port (for $svc) is in use by a process dev-up did not start; find it with: ss -ltnp 'sport = :$port'"
+  fi
+done
+
+amqp_url=amqp://guest:guest@127.0.0.1:5672/%2f
+mongodb_uri=${MONGODB_URI:-mongodb://127.0.0.1:27017}
+
+# start_service NAME VAR=VALUE...: start NAME's binary with these variables added to the
+# environment (exported in a subshell: secrets never appear on a command line).
+start_service() {
+  local svc=$1
+  shift
+  (
+    # shellcheck disable=SC2163 # "$@" holds NAME=VALUE words, exported as such
+    export RUST_LOG="${RUST_LOG:-info}" NO_COLOR="${NO_COLOR:-1}" "$@"
+    start_bg "$svc" "$bin_dir/$svc" "$bin_dir/$svc"
+  )
+}
+
+start_service auth PORT=5000 MYSQL_HOST=127.0.0.1 MYSQL_PORT=3306 MYSQL_USER=auth_user \
+  MYSQL_PASSWORD=Auth123 MYSQL_DB=auth JWT_SECRET="$jwt_secret"
+start_service gateway PORT=8080 AUTH_SVC_ADDRESS=127.0.0.1:5000 AMQP_URL="$amqp_url" \
+  MONGODB_URI="$mongodb_uri"
+start_service converter HEALTH_PORT=8081 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri"
+start_service notification HEALTH_PORT=8082 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri" \
+  SMTP_HOST=127.0.0.1 SMTP_PORT=1025 SMTP_TLS=none SMTP_AUTH=false \
+  GMAIL_ADDRESS=mp3converter@localhost
+
+for svc in "${MP3C_SERVICES[@]}"; do
+  port=${MP3C_SERVICE_PORT[$svc]}
+  wait_until "$svc (http://127.0.0.1:$port/readyz)" 60 "$MP3C_LOG_DIR/$svc.log" "$svc" \
+    http_ok "http://127.0.0.1:$port/readyz"
+  log "$svc is ready (pid $(pid_of "$svc"), log $MP3C_LOG_DIR/$svc.log)"
+done
+
+# --- a small test video -------------------------------------------------------------------
+video=$MP3C_DEV_DIR/test.mkv
+if [[ ! -s $video ]] && command -v ffmpeg >/dev/null; then
+  if ffmpeg -hide_banner -loglevel error -y -nostdin \
+    -f lavfi -i testsrc=duration=5:size=320x240:rate=25 \
+    -f lavfi -i sine=frequency=440:duration=5 -shortest \
+    -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac "$video.tmp.mkv"; then
+    mv -f -- "$video.tmp.mkv" "$video"
+  else
+    log "could not make $video (ffmpeg failed); use any video with an audio track"
+  fi
+fi
+
+cat <<EOF
+
+mp3converter is up:
+  auth          http://127.0.0.1:5000   log $MP3C_LOG_DIR/auth.log
+  gateway       http://127.0.0.1:8080   log $MP3C_LOG_DIR/gateway.log
+  converter     http://127.0.0.1:8081/readyz   log $MP3C_LOG_DIR/converter.log
+  notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
+  mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
+
+Try the tutorial's flow:
+  TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
+  curl -X POST -F 'file=@$video' -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload
+  # a mail "mp3 file_id: <fid> is now ready!" arrives at http://127.0.0.1:1080
+  curl --output out.mp3 -X GET -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8080/download?fid=<fid>"
+
+Stop with scripts/dev-down.sh (--purge also deletes $MP3C_DEV_DIR).
+EOF
