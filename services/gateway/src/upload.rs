@@ -3,15 +3,18 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::body::{Body, BodyDataStream, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::header;
 use common::claims::Claims;
 use common::gridfs::{self, UploadError};
 use common::ids::VideoId;
 use common::message::JobMessage;
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Bson};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::io::StreamReader;
@@ -26,10 +29,30 @@ use crate::startup::AppState;
 /// announces files where it is still false.
 pub const QUEUED_FIELD: &str = "metadata.queued";
 
+/// How much of a refused upload's body is read and discarded before answering, and for how
+/// long: a client still sending its body when the connection closes sees a reset instead of
+/// our answer, so small refused uploads are drained; large ones are cut off.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 #[instrument(skip_all, fields(user))]
-pub async fn upload(State(state): State<AppState>, user: AuthUser, request: Request) -> Result<&'static str, GatewayError> {
-    let claims = user.require_admin()?;
-    tracing::Span::current().record("user", claims.username.as_str());
+pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&'static str, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let shared = SharedBody::new(body);
+    let result = async {
+        let claims = AuthUser::from_request_parts(&mut parts, &state).await?.require_admin()?;
+        tracing::Span::current().record("user", claims.username.as_str());
+        let request = Request::from_parts(parts, Body::from_stream(shared.clone()));
+        store_and_announce(&state, &claims, request).await
+    }
+    .await;
+    if result.is_err() {
+        shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
+    }
+    result
+}
+
+async fn store_and_announce(state: &AppState, claims: &Claims, request: Request) -> Result<&'static str, GatewayError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -39,7 +62,7 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, request: Requ
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
         return Err(GatewayError::TooLarge { limit: state.max_upload_bytes });
     }
-    let mut multipart = Multipart::from_request(request, &state).await.map_err(|_| GatewayError::ExactlyOneFile)?;
+    let mut multipart = Multipart::from_request(request, state).await.map_err(|_| GatewayError::ExactlyOneFile)?;
 
     let mut stored: Option<VideoId> = None;
     let result = async {
@@ -51,7 +74,7 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, request: Requ
             let filename = clean_filename(raw_name);
             let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
             let reader = StreamReader::new(field.map_err(io::Error::other));
-            let id = store(&state, &claims, &filename, &content_type, reader).await?;
+            let id = store(state, claims, &filename, &content_type, reader).await?;
             stored = Some(id);
         }
         stored.ok_or(GatewayError::ExactlyOneFile)
@@ -61,7 +84,7 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, request: Requ
         Ok(video) => video,
         Err(e) => {
             if let Some(video) = stored {
-                delete_video(&state, video).await;
+                delete_video(state, video).await;
             }
             return Err(e);
         }
@@ -69,12 +92,46 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, request: Requ
 
     let message = JobMessage::new_video(video.to_string(), claims.username.clone());
     if let Err(e) = state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await {
-        delete_video(&state, video).await;
+        delete_video(state, video).await;
         return Err(GatewayError::Unavailable(e.context("failed to announce the upload")));
     }
-    mark_queued(&state, video).await;
+    mark_queued(state, video).await;
     info!(video_fid = %video, "upload stored and queued");
     Ok("success!")
+}
+
+/// The request body, shared so that what the handler left unread can be drained afterwards.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<BodyDataStream>>);
+
+impl SharedBody {
+    fn new(body: Body) -> Self {
+        Self(Arc::new(Mutex::new(body.into_data_stream())))
+    }
+
+    async fn drain(&self, max_bytes: usize, max_time: Duration) {
+        let mut this = self.clone();
+        let _ = tokio::time::timeout(max_time, async move {
+            let mut seen = 0;
+            while let Some(Ok(chunk)) = this.next().await {
+                seen += chunk.len();
+                if seen > max_bytes {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Stream for SharedBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Only one reader polls at a time (the handler, then the drain): never contended.
+        let mut inner = self.0.lock().expect("body lock");
+        Pin::new(&mut *inner).poll_next(cx)
+    }
 }
 
 /// Streams one file into GridFS after checking its first bytes; nothing is stored for a file
