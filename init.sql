@@ -36,11 +36,12 @@ CREATE TABLE IF NOT EXISTS `user` (
 ) ENGINE = InnoDB;
 
 -- The tutorial's demo user: georgio@email.com / Admin123 (also a DEVELOPMENT PLACEHOLDER).
--- The hash was made once with Python argon2-cffi `PasswordHasher().hash("Admin123")`
--- (argon2id, v=19, m=65536, t=3, p=4); the auth service verifies any PHC argon2 string.
+-- The hash was made once with `auth user add` (argon2id, v=19, m=19456, t=2, p=1: the service's own
+-- parameters, so a login for this user takes as long as one for an unknown email). The service
+-- verifies any PHC argon2 string.
 -- INSERT IGNORE keeps an existing row (and a password changed since) untouched.
 INSERT IGNORE INTO `user` (email, password, admin) VALUES (
   'georgio@email.com',
-  '$argon2id$v=19$m=65536,t=3,p=4$akbWVe1/Ahforyiyk8P4ug$waasYL4xtz0X95VOV2rDlc3LfaeG1/LgS5KLLQ76zkw',
+  '$argon2id$v=19$m=19456,t=2,p=1$tu1VESZvpHHmTh2UPuoU2Q$vPL+XS/KsQJT60i4C92J/vWhy+boIVrPOziTyUBwA8k',
   TRUE
 );

@@ -103,15 +103,40 @@ if [[ -f $MP3C_ROOT/scripts/check-deploy.sh && ${SKIP_DEPLOY_CHECKS:-0} != 1 ]];
   fi
 fi
 
-# --- tests ------------------------------------------------------------------------------------
-test_status=0
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@" || test_status=$?
-else
-  log "cargo-nextest not found; using cargo test"
-  cargo test --workspace --no-fail-fast "$@" || test_status=$?
+# --- supply chain: licenses, bans and sources of every crate (cargo-deny) -------------------------
+# The RustSec advisory database is a GitHub repository, unreachable from this project's machines;
+# set DENY_ADVISORIES=1 where it is reachable to check advisories too.
+deny_status=0
+if ! command -v cargo-deny >/dev/null; then
+  log "installing cargo-deny (once per machine)"
+  cargo install --locked cargo-deny >/dev/null 2>&1 || deny_status=$?
+fi
+if ((deny_status == 0)); then
+  deny_checks=(licenses bans sources)
+  [[ ${DENY_ADVISORIES:-0} == 1 ]] && deny_checks+=(advisories)
+  log "cargo deny check ${deny_checks[*]}"
+  cargo deny --log-level error check "${deny_checks[@]}" || deny_status=$?
 fi
 
+# --- tests ------------------------------------------------------------------------------------
+# schemathesis fuzzes the live services from their OpenAPI documents.
+command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
+# Two phases: everything else in parallel, then the fault tests (names starting `fault_`) one at
+# a time, since they stop and restart the shared broker, database and mail servers.
+test_status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast -E 'not test(/fault_/)' "$@" || test_status=$?
+  cargo nextest run --workspace --no-fail-fast -E 'test(/fault_/)' --test-threads 1 --no-tests=pass "$@" || test_status=$?
+else
+  log "cargo-nextest not found; using cargo test"
+  cargo test --workspace --no-fail-fast -- --skip fault_ "$@" || test_status=$?
+  cargo test --workspace --no-fail-fast -- fault_ --test-threads 1 "$@" || test_status=$?
+fi
+
+if ((deny_status)); then
+  log "cargo deny failed (exit $deny_status)"
+  exit "$deny_status"
+fi
 if ((deploy_status)); then
   log "scripts/check-deploy.sh failed (exit $deploy_status)"
   exit "$deploy_status"
