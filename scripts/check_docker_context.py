@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""The Docker build context holds what docker/Dockerfile's builder needs.
+
+usage: scripts/check_docker_context.py
+
+`COPY . .` must see Cargo.toml, Cargo.lock (`cargo build --locked`) and every workspace member
+(none excluded by .dockerignore), and every `-p NAME` the Dockerfile builds must be a package of
+the workspace. Exit status 1 otherwise. Used by scripts/check-deploy.sh.
+"""
+
+import fnmatch
+import pathlib
+import re
+import sys
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def excluded(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(p, pat) for p in prefixes for pat in patterns)
+
+
+def main() -> int:
+    patterns = [
+        line.strip().strip("/").removeprefix("**/")
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))["workspace"]["members"]
+    needed = ["Cargo.toml", "Cargo.lock", *members]
+    problems = [f"{p} is excluded by .dockerignore" for p in needed if excluded(p, patterns)]
+    problems += [f"{p} does not exist" for p in ("Cargo.lock",) if not (ROOT / p).exists()]
+    packages = {
+        tomllib.loads((ROOT / m / "Cargo.toml").read_text(encoding="utf-8"))["package"]["name"] for m in members
+    }
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    built = {p for line in re.findall(r"cargo build[^\n]*", dockerfile) for p in re.findall(r"-p (\S+)", line)}
+    problems += [f"docker/Dockerfile builds -p {b}, which is no workspace package" for b in sorted(built - packages)]
+    for p in problems:
+        print(p)
+    print(f"check_docker_context: {len(needed)} paths kept, {len(built)} packages built, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
