@@ -1,7 +1,8 @@
 //! Environment lookup. Services build their typed config from an [`Env`], never from
 //! `std::env` directly, so tests can hand them an explicit set of variables.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,10 +17,12 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-/// A snapshot of environment variables.
+/// A snapshot of environment variables. It remembers which names were looked up, so a test
+/// can check that code and deployment files agree on every name.
 #[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    looked_up: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -34,12 +37,12 @@ impl std::fmt::Debug for Env {
 impl Env {
     /// The process environment (the one place that reads `std::env`).
     pub fn from_process() -> Self {
-        Self { vars: std::env::vars().collect() }
+        Self { vars: std::env::vars().collect(), ..Self::default() }
     }
 
     /// An explicit set of variables (tests).
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), ..Self::default() }
     }
 
     /// Sets or replaces one variable.
@@ -50,7 +53,18 @@ impl Env {
 
     /// The raw value; an empty value counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.looked_up.lock().expect("env lock").insert(name.to_owned());
         self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Every name looked up so far, set or not.
+    pub fn looked_up(&self) -> BTreeSet<String> {
+        self.looked_up.lock().expect("env lock").clone()
+    }
+
+    /// The names that are set.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.vars.keys().cloned().collect()
     }
 
     pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {

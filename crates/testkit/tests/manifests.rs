@@ -1,0 +1,147 @@
+//! The Kubernetes manifests and the code agree: every variable a service reads is set by its
+//! ConfigMap/Secret and nothing set there goes unread; the four binaries, started natively with
+//! exactly the manifests' environment (cluster host names mapped to local addresses, listen
+//! ports moved to free ones, SMTP pointed at the local test server), run the tutorial flow; and
+//! the probes' paths answer on the ports the manifests name.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::Env;
+use testkit::{fid_from_mail, free_port, media, unique_email, wait_for_mails, wait_ok, Proc};
+
+const SERVICES: [&str; 4] = ["auth", "gateway", "converter", "notification"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn manifest_env(service: &str, maps: &[String]) -> Vec<(String, String)> {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("scripts/manifest_env.py")).arg(service).arg("--json");
+    for m in maps {
+        cmd.args(["--map", m]);
+    }
+    let out = cmd.output().expect("python3 runs");
+    assert!(out.status.success(), "manifest_env.py {service}: {}", String::from_utf8_lossy(&out.stderr));
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+}
+
+/// `(kind, path, port)` of each probe of a service's Deployment.
+fn probes(service: &str) -> Vec<(String, String, u16)> {
+    let out = Command::new("python3").arg(repo().join("scripts/manifest_env.py")).arg(service).arg("--probes").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Loads a service's config from `env` (as its `main` does).
+fn load_config(service: &str, env: &Env) -> Result<(), common::ConfigError> {
+    match service {
+        "auth" => auth::Config::from_env(env).map(drop),
+        "gateway" => gateway::Config::from_env(env).map(drop),
+        "converter" => converter::Config::from_env(env).map(drop),
+        "notification" => notification::Config::from_env(env).map(drop),
+        other => panic!("unknown service {other}"),
+    }
+}
+
+#[test]
+fn code_and_manifests_agree_on_every_variable() {
+    // Read by the logging set-up before any config, not through `Env`.
+    let logging: BTreeSet<String> = ["RUST_LOG", "LOG_FORMAT"].map(String::from).into();
+    let mut problems = Vec::new();
+    for service in SERVICES {
+        let env = Env::from_pairs(manifest_env(service, &[]));
+        if let Err(e) = load_config(service, &env) {
+            problems.push(format!("{service}: the manifests' values don't load: {e}"));
+            continue;
+        }
+        let (read, set) = (env.looked_up(), env.names());
+        for name in read.difference(&set) {
+            problems.push(format!("{service} reads {name}, which its manifests don't set"));
+        }
+        for name in set.difference(&read).filter(|n| !logging.contains(*n)) {
+            problems.push(format!("{service}'s manifests set {name}, which the code never reads"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binaries_run_the_tutorial_flow_with_the_manifests_environment() {
+    // The manifests point at the host's MySQL with init.sql applied, as the original does.
+    let mut conn: sqlx::MySqlConnection = sqlx::Connection::connect(&testkit::mysql_admin_url()).await.unwrap();
+    sqlx::raw_sql(include_str!("../../../init.sql")).execute(&mut conn).await.expect("init.sql applies");
+
+    let local = |extra: Vec<String>| {
+        let mut maps = vec!["host.minikube.internal=127.0.0.1".to_owned(), "rabbitmq=127.0.0.1".to_owned()];
+        maps.extend(extra);
+        maps
+    };
+    let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+    let port_var = |s: &str| if matches!(s, "auth" | "gateway") { "PORT" } else { "HEALTH_PORT" };
+    let mut procs = Vec::new();
+    for (service, port) in SERVICES.iter().zip(&ports) {
+        let mut env = manifest_env(service, &local(vec![format!("auth=127.0.0.1:{}", ports[0])]));
+        // Probes must name the port the service listens on.
+        let declared: u16 = env.iter().find(|(k, _)| k == port_var(service)).map(|(_, v)| v.parse().unwrap()).unwrap();
+        for (kind, path, probe_port) in probes(service) {
+            assert_eq!(probe_port, declared, "{service} {kind} probe {path} targets {probe_port}, the service listens on {declared}");
+        }
+        env.retain(|(k, _)| k != port_var(service));
+        env.push((port_var(service).to_owned(), port.to_string()));
+        if *service == "notification" {
+            // Gmail is outside the cluster; the local test server stands in for it.
+            env.retain(|(k, _)| !k.starts_with("SMTP_"));
+            env.extend([
+                ("SMTP_HOST".to_owned(), testkit::smtp_host()),
+                ("SMTP_PORT".to_owned(), testkit::smtp_port()),
+                ("SMTP_TLS".to_owned(), "none".to_owned()),
+                ("SMTP_AUTH".to_owned(), "false".to_owned()),
+            ]);
+        }
+        procs.push(Proc::spawn(service, &env).unwrap());
+    }
+    for ((service, port), p) in SERVICES.iter().zip(&ports).zip(&procs) {
+        for (kind, path, _) in probes(service) {
+            wait_ok(&format!("http://127.0.0.1:{port}{path}"), Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{service} {kind} probe: {e}\n{}", p.log_text()));
+        }
+    }
+
+    // A user, added with the auth binary and the auth manifests' MySQL settings.
+    let email = unique_email();
+    let auth_env = manifest_env("auth", &local(vec![]));
+    let out = Command::new(testkit::bin_path("auth"))
+        .args(["user", "add", &email])
+        .env_clear()
+        .envs(auth_env)
+        .env("AUTH_USER_PASSWORD", "Password123!")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let gw = format!("http://127.0.0.1:{}", ports[1]);
+    let client = reqwest::Client::new();
+    let token = client.post(format!("{gw}/login")).basic_auth(&email, Some("Password123!")).send().await.unwrap().text().await.unwrap();
+    let bytes = std::fs::read(media(testkit::Media::Mkv, 3)).unwrap();
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name("test.mkv"));
+    let resp = client.post(format!("{gw}/upload")).bearer_auth(&token).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let logs = || procs.iter().map(|p| format!("== {}\n{}", p.name, p.log_text())).collect::<String>();
+    let mails = wait_for_mails(&email, 1, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let fid = fid_from_mail(&mails[0].text).unwrap();
+    let mp3 = client.get(format!("{gw}/download?fid={fid}")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(mp3.status(), 200);
+    assert!(mp3.bytes().await.unwrap().len() > 1000);
+}
