@@ -30,6 +30,9 @@ pub struct AppState {
     pub by_address: Arc<FailureLimiter>,
     /// A hash verified when the email is unknown, so both failures take the same time.
     pub dummy_hash: Arc<String>,
+    /// Bounds the argon2 checks running at once (each takes ~19 MiB and a core for ~20 ms), so
+    /// a burst of logins queues instead of exhausting memory.
+    pub hash_permits: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -89,7 +92,10 @@ async fn login(
     };
     // Unknown users are checked against a dummy hash: same work, same answer, same time.
     let (hash, admin) = user.as_ref().map_or_else(|| ((*state.dummy_hash).clone(), false), |(_, h, a)| (h.clone(), *a));
-    let matches = password::verify(password, hash).await.map_err(AuthError::Internal)?;
+    let matches = {
+        let _permit = state.hash_permits.acquire().await.map_err(|e| AuthError::Internal(e.into()))?;
+        password::verify(password, hash).await.map_err(AuthError::Internal)?
+    };
     match user {
         Some((email, _, _)) if matches => {
             state.by_email.reset(&email_key);

@@ -43,6 +43,7 @@ impl Application {
             by_email: Arc::new(FailureLimiter::new(config.login_max_failures, config.login_window)),
             by_address: Arc::new(FailureLimiter::new(config.login_max_failures_per_address, config.login_window)),
             dummy_hash: Arc::new(dummy),
+            hash_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))),
         };
         Ok(Self { listener, state, grace: config.shutdown_grace })
     }
