@@ -127,8 +127,14 @@ async fn session<H: Handler>(
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("delivery failed")),
                 Some(Ok(delivery)) => {
                     let (ch, handler, permits, settings) = (ch.clone(), handler.clone(), permits.clone(), settings.clone());
+                    let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         let Ok(_permit) = permits.acquire_owned().await else { return };
+                        // Don't start a job whose outcome can't be settled or that shutdown
+                        // forbids: the message goes back to the queue with the channel.
+                        if shutdown.is_cancelled() || !ch.status().connected() {
+                            return;
+                        }
                         process(&settings, &ch, handler.as_ref(), delivery).await;
                     });
                 }
@@ -139,8 +145,14 @@ async fn session<H: Handler>(
     ready.store(false, Ordering::SeqCst);
 
     if outcome.is_ok() {
-        // Graceful: take no more work, let what we hold finish within the grace period.
+        // Graceful: take no more work.
         let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
+    }
+    // Let the jobs in hand finish within the grace period, also when the connection is gone:
+    // their work is durable even if their ack can no longer reach the broker (the redelivery
+    // then finds it done), whereas a job cut off half-way (a mail sent but not yet recorded)
+    // could be done twice.
+    if !tasks.is_empty() {
         info!(in_flight = tasks.len(), grace = ?settings.grace, "draining");
         let drained = tokio::time::timeout(settings.grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
@@ -182,6 +194,10 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
                     // The broker will redeliver; handlers are idempotent.
                     warn!(error.cause_chain = ?e, "ack failed");
                 }
+            }
+            Err(e) if !ch.status().connected() => {
+                // The channel died with the connection; the broker redelivers the message.
+                warn!(error.cause_chain = ?e, "connection lost before the message was settled; it will be redelivered");
             }
             Err(e) => {
                 error!(error.cause_chain = ?e, "could not settle the message; returning it to the queue");

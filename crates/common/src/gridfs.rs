@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::{AsyncWriteExt as _, Stream, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, Document};
+use mongodb::error::{ErrorKind, GridFsErrorKind};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
@@ -75,19 +76,41 @@ pub async fn upload<R: AsyncRead + Unpin>(
             if n == 0 {
                 break;
             }
-            stream.write_all(&buf[..n]).await.context("failed to write to GridFS").map_err(UploadError::Store)?;
+            stream.write_all(&buf[..n]).await.map_err(|e| store_error(e, "failed to write to GridFS"))?;
             total += n as u64;
         }
-        stream.close().await.context("failed to finish the GridFS file").map_err(UploadError::Store)
+        stream.close().await.map_err(|e| store_error(e, "failed to finish the GridFS file"))
     }
     .await;
     if let Err(e) = result {
-        if let Err(abort) = stream.abort().await {
-            tracing::warn!(error.cause_chain = ?abort, file_id = %id, "failed to abort partial GridFS upload");
+        match stream.abort().await {
+            Ok(()) => {}
+            // A failed write or close already removed the chunks (or tried to, see store_error).
+            Err(abort) if matches!(*abort.kind, ErrorKind::GridFs(GridFsErrorKind::UploadStreamClosed)) => {}
+            Err(abort) => tracing::warn!(error.cause_chain = ?abort, file_id = %id, "failed to abort partial GridFS upload"),
         }
         return Err(e);
     }
     Ok(total)
+}
+
+/// The driver's error out of the `io::Error` the upload stream wraps it in: `io::Error` hides
+/// its inner error from `anyhow`'s cause chain, and callers classify driver errors (an
+/// unreachable server is "unavailable", not "internal"). When the stream's own clean-up failed
+/// too, the write's error is the cause reported; the clean-up's is logged.
+fn store_error(e: std::io::Error, what: &'static str) -> UploadError {
+    let driver = e.get_ref().and_then(|inner| inner.downcast_ref::<mongodb::error::Error>()).cloned();
+    let cause = match driver {
+        Some(m) => match &*m.kind {
+            ErrorKind::GridFs(GridFsErrorKind::AbortError { original_error: Some(original), delete_error, .. }) => {
+                tracing::warn!(error.cause_chain = ?delete_error, "failed to remove the chunks of a failed GridFS upload");
+                anyhow::Error::new(original.clone())
+            }
+            _ => anyhow::Error::new(m),
+        },
+        None => anyhow::Error::new(e),
+    };
+    UploadError::Store(cause.context(what))
 }
 
 /// The files-collection document matching `filter`, if any.

@@ -1,5 +1,7 @@
 //! Turning mp3-queue messages into emails, at most once each.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
@@ -9,11 +11,15 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mongodb::bson::{doc, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::Collection;
 use secrecy::ExposeSecret;
 use tracing::info;
 
 use crate::config::{SmtpSettings, TlsMode};
+
+/// How often a delivery waiting on another one's claim looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
 
 pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     let builder = match smtp.tls {
@@ -44,13 +50,69 @@ pub fn compose(msg: &JobMessage) -> Result<(String, &'static str, String), Strin
 pub struct Notifier {
     pub transport: AsyncSmtpTransport<Tokio1Executor>,
     pub from: Email,
-    /// Keys of the mails already sent (`_id`), so a redelivered message sends nothing.
+    /// One document per mail key (`_id`): `state: "sending"` while a delivery holds the claim,
+    /// `"sent"` once the mail went out (records without `state` are sent ones). A redelivered
+    /// or duplicated message finds it and sends nothing.
     pub sent: Collection<Document>,
+    /// Longest time one send may take; a claim older than twice this is taken to belong to a
+    /// notifier that died mid-send, and is taken over.
+    pub send_timeout: Duration,
+}
+
+/// Where a delivery stands with the mail of its key.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// This delivery holds the claim (made at the given time) and sends.
+    Mine(DateTime),
+    /// The mail went out already.
+    Sent,
+    /// Another delivery is sending it right now.
+    Busy,
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
 }
 
 impl Notifier {
-    async fn already_sent(&self, key: &str) -> anyhow::Result<bool> {
-        Ok(self.sent.find_one(doc! {"_id": key}).await.context("failed to read the sent-mail log")?.is_some())
+    fn lease(&self) -> Duration {
+        self.send_timeout * 2
+    }
+
+    /// Claims `key` for this delivery. The claim is an insert on a unique `_id`, so of two
+    /// deliveries of the same message handled at once (by one notifier or by two), exactly one
+    /// sends; the other waits for the outcome instead of sending a second mail.
+    async fn claim(&self, key: &str, to: &Email) -> anyhow::Result<Claim> {
+        let now = DateTime::now();
+        match self.sent.insert_one(doc! {"_id": key, "to": to.as_str(), "state": "sending", "at": now}).await {
+            Ok(_) => return Ok(Claim::Mine(now)),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e).context("failed to claim the mail in the sent-mail log"),
+        }
+        let Some(record) = self.sent.find_one(doc! {"_id": key}).await.context("failed to read the sent-mail log")? else {
+            // Released between our insert and this read: try again.
+            return Ok(Claim::Busy);
+        };
+        if record.get_str("state").ok() != Some("sending") {
+            return Ok(Claim::Sent);
+        }
+        // A claim past its lease belongs to a notifier that died before it recorded the mail:
+        // take it over. The filter on the old time lets only one taker win.
+        let stale = DateTime::from_millis(now.timestamp_millis() - self.lease().as_millis() as i64);
+        let taken = self
+            .sent
+            .update_one(doc! {"_id": key, "state": "sending", "at": {"$lte": stale}}, doc! {"$set": {"at": now}})
+            .await
+            .context("failed to take over a stale claim")?;
+        Ok(if taken.modified_count == 1 { Claim::Mine(now) } else { Claim::Busy })
+    }
+
+    /// Gives a claim back after a failed send, so that the retry (or a duplicate) can send.
+    async fn release(&self, key: &str, claimed_at: DateTime) {
+        if let Err(e) = self.sent.delete_one(doc! {"_id": key, "state": "sending", "at": claimed_at}).await {
+            // The claim expires after its lease; the retry then takes it over.
+            tracing::warn!(error.cause_chain = ?e, %key, "failed to release the mail claim");
+        }
     }
 }
 
@@ -67,14 +129,6 @@ impl Handler for Notifier {
             Ok(parts) => parts,
             Err(reason) => return Outcome::Fail(reason),
         };
-        match self.already_sent(&key).await {
-            Ok(true) => {
-                info!(%key, "mail already sent; skipping duplicate");
-                return Outcome::Done;
-            }
-            Ok(false) => {}
-            Err(e) => return Outcome::Retry(format!("{e:#}")),
-        }
         let mailbox = |e: &Email| e.as_str().parse::<Mailbox>();
         let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(&to)) else {
             return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
@@ -83,17 +137,40 @@ impl Handler for Notifier {
             Ok(m) => m,
             Err(e) => return Outcome::Fail(format!("cannot build the email: {e}")),
         };
-        if let Err(e) = self.transport.send(email).await {
+
+        // Wait out another delivery that is sending this very mail (at most its lease: a
+        // claim older than that is taken over).
+        let give_up = tokio::time::Instant::now() + self.lease() + Duration::from_secs(5);
+        let claimed_at = loop {
+            match self.claim(&key, &to).await {
+                Ok(Claim::Mine(at)) => break at,
+                Ok(Claim::Sent) => {
+                    info!(%key, "mail already sent; skipping duplicate");
+                    return Outcome::Done;
+                }
+                Ok(Claim::Busy) if tokio::time::Instant::now() < give_up => tokio::time::sleep(CLAIM_POLL).await,
+                Ok(Claim::Busy) => return Outcome::Retry("another delivery is still sending this mail".into()),
+                Err(e) => return Outcome::Retry(format!("{e:#}")),
+            }
+        };
+        let sent = match tokio::time::timeout(self.send_timeout, self.transport.send(email)).await {
+            Ok(result) => result.map_err(|e| (e.is_permanent(), e.to_string())),
+            Err(_) => Err((false, format!("no answer within {:?}", self.send_timeout))),
+        };
+        if let Err((permanent, e)) = sent {
+            self.release(&key, claimed_at).await;
             // 5xx answers (unknown mailbox, refused sender) won't change on retry.
-            return if e.is_permanent() {
+            return if permanent {
                 Outcome::Fail(format!("the mail server refused the email: {e}"))
             } else {
                 Outcome::Retry(format!("could not reach the mail server: {e}"))
             };
         }
         info!(%key, to = %to, "mail sent");
-        if let Err(e) = self.sent.insert_one(doc! {"_id": &key, "to": to.as_str(), "at": DateTime::now()}).await {
-            // The mail went out; at worst a redelivery sends it again.
+        let record = doc! {"$set": {"state": "sent", "at": DateTime::now()}};
+        if let Err(e) = self.sent.update_one(doc! {"_id": &key}, record).await {
+            // The mail went out; only a duplicate arriving after the claim's lease would send
+            // it again.
             tracing::warn!(error.cause_chain = ?e, %key, "failed to record the sent mail");
         }
         Outcome::Done

@@ -26,6 +26,8 @@ impl Application {
             transport: transport(&config.smtp)?,
             from: config.smtp.from.clone(),
             sent: mongo.database(&config.mongo.mp3s_db).collection("sent_mails"),
+            // A whole send is several SMTP commands, each bounded by the SMTP timeout.
+            send_timeout: config.smtp.timeout * 2,
         });
         let ready = Arc::new(AtomicBool::new(false));
         let stop_health = CancellationToken::new();

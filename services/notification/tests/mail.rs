@@ -8,7 +8,14 @@ use testkit::{mails_to, take_message, unique_email, wait_for_mails, Names};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 async fn start(names: &Names) -> DropGuard {
+    start_with(names, &[]).await
+}
+
+async fn start_with(names: &Names, extra: &[(&str, &str)]) -> DropGuard {
     let mut env = testkit::env_of(&[&names.env()]);
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
     env.set("HEALTH_PORT", "0")
         .set("SMTP_HOST", testkit::smtp_host())
         .set("SMTP_PORT", testkit::smtp_port())
@@ -76,5 +83,40 @@ async fn bad_recipients_and_header_injection_are_dead_lettered() {
     let dead = take_message(&ch, &common::amqp::dead_queue(&names.mp3_queue), Duration::from_secs(20)).await.expect("dead-lettered");
     assert!(dead.header_str("x-failure-reason").unwrap().starts_with("invalid recipient address"));
     assert!(mails_to(&victim).await.unwrap().is_empty());
+    testkit::delete_queues(&[&names.mp3_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_a_notifier_that_died_mid_send_is_taken_over_after_its_lease() {
+    use mongodb::bson::{doc, DateTime, Document};
+    use std::time::Instant;
+
+    let names = Names::new();
+    // SMTP timeout 1 s: a send may take 2 s, a claim is stale after 4 s.
+    let _app = start_with(&names, &[("SMTP_TIMEOUT_SECONDS", "1")]).await;
+    let sent = names.mongo().await.database(&names.mp3s_db).collection::<Document>("sent_mails");
+    let (old, fresh) = (unique_email(), unique_email());
+    let fids = ["65f0c0ffee0123456789ab01", "65f0c0ffee0123456789ab02"];
+    // What a notifier killed between claiming a mail and recording it leaves behind: one claim
+    // long past its lease, one just made.
+    let now = DateTime::now().timestamp_millis();
+    for (to, fid, age_ms) in [(&old, fids[0], 60_000), (&fresh, fids[1], 0)] {
+        let claim = doc! {"_id": format!("mp3:{fid}"), "to": to.as_str(), "state": "sending", "at": DateTime::from_millis(now - age_ms)};
+        sent.insert_one(claim).await.unwrap();
+    }
+    let t = Instant::now();
+    for (to, fid) in [(&old, fids[0]), (&fresh, fids[1])] {
+        let msg = JobMessage { mp3_fid: Some(fid.into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", to) };
+        publish(&names.mp3_queue, &msg.to_json()).await;
+    }
+    wait_for_mails(&old, 1, Duration::from_secs(10)).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "a stale claim is taken over at once: {:?}", t.elapsed());
+    wait_for_mails(&fresh, 1, Duration::from_secs(20)).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(3), "a fresh claim is waited out: {:?}", t.elapsed());
+    for fid in fids {
+        let record = sent.find_one(doc! {"_id": format!("mp3:{fid}")}).await.unwrap().unwrap();
+        assert_eq!(record.get_str("state").unwrap(), "sent");
+    }
+    assert_eq!(mails_to(&old).await.unwrap().len() + mails_to(&fresh).await.unwrap().len(), 2);
     testkit::delete_queues(&[&names.mp3_queue]).await;
 }
