@@ -116,41 +116,42 @@ impl Env {
     }
 }
 
-/// Settings every queue-facing service shares.
-#[derive(Clone, Debug)]
-pub struct QueueSettings {
-    /// `AMQP_URL`; may hold a password.
-    pub amqp_url: SecretString,
-    pub video_queue: String,
-    pub mp3_queue: String,
+/// `AMQP_URL`, the broker (may hold a password). Each service reads only the names it uses, so
+/// the deployment files can be checked against the code name by name.
+pub fn amqp_url(env: &Env) -> SecretString {
+    env.secret_or("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f")
 }
 
-impl QueueSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            amqp_url: env.secret_or("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f"),
-            video_queue: env.string_or("VIDEO_QUEUE", "video"),
-            mp3_queue: env.string_or("MP3_QUEUE", "mp3"),
-        })
-    }
+/// `VIDEO_QUEUE`, the queue of uploaded videos.
+pub fn video_queue(env: &Env) -> String {
+    env.string_or("VIDEO_QUEUE", "video")
 }
 
-/// MongoDB location and the two GridFS databases.
+/// `MP3_QUEUE`, the queue of finished mp3s (and failure notices).
+pub fn mp3_queue(env: &Env) -> String {
+    env.string_or("MP3_QUEUE", "mp3")
+}
+
+/// `MONGODB_VIDEOS_DB`, the GridFS database of uploaded videos.
+pub fn videos_db(env: &Env) -> String {
+    env.string_or("MONGODB_VIDEOS_DB", "videos")
+}
+
+/// `MONGODB_MP3S_DB`, the GridFS database of mp3s.
+pub fn mp3s_db(env: &Env) -> String {
+    env.string_or("MONGODB_MP3S_DB", "mp3s")
+}
+
+/// The MongoDB server.
 #[derive(Clone, Debug)]
 pub struct MongoSettings {
     /// `MONGODB_URI`; may hold a password.
     pub uri: SecretString,
-    pub videos_db: String,
-    pub mp3s_db: String,
 }
 
 impl MongoSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            uri: env.secret_or("MONGODB_URI", "mongodb://host.minikube.internal:27017"),
-            videos_db: env.string_or("MONGODB_VIDEOS_DB", "videos"),
-            mp3s_db: env.string_or("MONGODB_MP3S_DB", "mp3s"),
-        })
+    pub fn from_env(env: &Env) -> Self {
+        Self { uri: env.secret_or("MONGODB_URI", "mongodb://host.minikube.internal:27017") }
     }
 }
 
@@ -193,9 +194,8 @@ mod tests {
     #[test]
     fn empty_counts_as_unset_and_defaults_apply() {
         let env = Env::from_pairs([("VIDEO_QUEUE", "")]);
-        let q = QueueSettings::from_env(&env).unwrap();
-        assert_eq!(q.video_queue, "video");
-        assert_eq!(q.mp3_queue, "mp3");
+        assert_eq!(video_queue(&env), "video");
+        assert_eq!(mp3_queue(&env), "mp3");
     }
 
     #[test]
@@ -203,8 +203,8 @@ mod tests {
         let env = Env::from_pairs([("JWT_SECRET", "hunter2hunter2")]);
         let shown = format!("{env:?}");
         assert!(shown.contains("JWT_SECRET") && !shown.contains("hunter2"), "{shown}");
-        let q = QueueSettings::from_env(&Env::from_pairs([("AMQP_URL", "amqp://u:topsecret@h")])).unwrap();
-        assert!(!format!("{q:?}").contains("topsecret"));
+        let m = MongoSettings::from_env(&Env::from_pairs([("MONGODB_URI", "mongodb://u:topsecret@h")]));
+        assert!(!format!("{m:?}").contains("topsecret"));
     }
 
     #[test]

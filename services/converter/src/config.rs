@@ -3,14 +3,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{MongoSettings, QueueSettings, RetrySettings};
+use common::config::{self, MongoSettings, RetrySettings};
+use secrecy::SecretString;
 use common::{ConfigError, Env};
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub health_port: u16,
     pub mongo: MongoSettings,
-    pub queues: QueueSettings,
+    pub videos_db: String,
+    pub mp3s_db: String,
+    /// `AMQP_URL`
+    pub amqp_url: SecretString,
+    pub video_queue: String,
+    pub mp3_queue: String,
     /// Conversions run at once.
     pub concurrency: usize,
     pub prefetch: u16,
@@ -33,8 +39,12 @@ impl Config {
         let prefetch = env.parse_or("CONVERTER_PREFETCH", u16::try_from(concurrency).unwrap_or(u16::MAX))?;
         Ok(Self {
             health_port: env.parse_or("HEALTH_PORT", 8081)?,
-            mongo: MongoSettings::from_env(env)?,
-            queues: QueueSettings::from_env(env)?,
+            mongo: MongoSettings::from_env(env),
+            videos_db: config::videos_db(env),
+            mp3s_db: config::mp3s_db(env),
+            amqp_url: config::amqp_url(env),
+            video_queue: config::video_queue(env),
+            mp3_queue: config::mp3_queue(env),
             concurrency,
             prefetch: prefetch.max(1),
             ffmpeg: env.string_or("FFMPEG_PATH", "ffmpeg").into(),
@@ -56,8 +66,8 @@ mod tests {
         let c = Config::from_env(&Env::default()).unwrap();
         assert!(c.concurrency >= 1);
         assert_eq!(c.prefetch as usize, c.concurrency);
-        assert_eq!(c.queues.video_queue, "video");
-        assert_eq!(c.queues.mp3_queue, "mp3");
+        assert_eq!(c.video_queue, "video");
+        assert_eq!(c.mp3_queue, "mp3");
         let e = Config::from_env(&Env::from_pairs([("CONVERTER_CONCURRENCY", "0")])).unwrap_err();
         assert!(e.to_string().contains("CONVERTER_CONCURRENCY"));
     }

@@ -132,7 +132,7 @@ impl Handler for Converter {
             Err(outcome) => return outcome,
         };
         let done = JobMessage { mp3_fid: Some(mp3.to_string()), error: None, ..msg };
-        match self.publisher.publish(&self.config.queues.mp3_queue, &done.to_json(), Default::default()).await {
+        match self.publisher.publish(&self.config.mp3_queue, &done.to_json(), Default::default()).await {
             Ok(()) => Outcome::Done,
             // On the next try the mp3 is found and only the publish is repeated.
             Err(e) => Outcome::Retry(format!("failed to announce the mp3: {e:#}")),
@@ -143,7 +143,7 @@ impl Handler for Converter {
     async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
         let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
         let notice = JobMessage { mp3_fid: None, error: Some(reason.to_owned()), ..msg };
-        self.publisher.publish(&self.config.queues.mp3_queue, &notice.to_json(), Default::default()).await
+        self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
 }
 

@@ -23,10 +23,10 @@ impl Application {
     /// Starts the health server (port 0 picks a free one) and prepares the clients.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let mongo = gridfs::client(&config.mongo, std::time::Duration::from_secs(10), (config.concurrency as u32 * 2).max(4)).await?;
-        let publisher = Publisher::new(config.queues.amqp_url.clone(), vec![config.queues.mp3_queue.clone()], std::time::Duration::from_secs(10));
+        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.mp3_queue.clone()], std::time::Duration::from_secs(10));
         let converter = Arc::new(Converter {
-            videos: mongo.database(&config.mongo.videos_db),
-            mp3s: mongo.database(&config.mongo.mp3s_db),
+            videos: mongo.database(&config.videos_db),
+            mp3s: mongo.database(&config.mp3s_db),
             publisher: Arc::new(publisher),
             config,
         });
@@ -46,8 +46,8 @@ impl Application {
         }
         let c = &self.converter.config;
         let settings = ConsumerSettings {
-            amqp_url: c.queues.amqp_url.clone(),
-            queue: c.queues.video_queue.clone(),
+            amqp_url: c.amqp_url.clone(),
+            queue: c.video_queue.clone(),
             prefetch: c.prefetch,
             concurrency: c.concurrency,
             retry: c.retry.clone(),

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use common::config::{MongoSettings, QueueSettings};
+use common::config::{self, MongoSettings};
+use secrecy::SecretString;
 use common::{ConfigError, Env};
 
 #[derive(Clone, Debug)]
@@ -11,8 +12,12 @@ pub struct Config {
     /// `AUTH_SVC_ADDRESS`, host:port of the auth service.
     pub auth_address: String,
     pub mongo: MongoSettings,
+    pub videos_db: String,
+    pub mp3s_db: String,
     pub mongo_pool_max: u32,
-    pub queues: QueueSettings,
+    /// `AMQP_URL`
+    pub amqp_url: SecretString,
+    pub video_queue: String,
     /// Largest accepted upload in bytes.
     pub max_upload_bytes: u64,
     /// How long a request waits on auth, MongoDB or RabbitMQ before answering 503.
@@ -35,9 +40,12 @@ impl Config {
         Ok(Self {
             port: env.parse_or("PORT", 8080)?,
             auth_address,
-            mongo: MongoSettings::from_env(env)?,
+            mongo: MongoSettings::from_env(env),
+            videos_db: config::videos_db(env),
+            mp3s_db: config::mp3s_db(env),
             mongo_pool_max: env.parse_or("MONGODB_POOL_MAX", 32)?,
-            queues: QueueSettings::from_env(env)?,
+            amqp_url: config::amqp_url(env),
+            video_queue: config::video_queue(env),
             max_upload_bytes: env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
             dependency_timeout: env.seconds_or("DEPENDENCY_TIMEOUT_SECONDS", 5)?,
             auth_pool_max_idle: env.parse_or("AUTH_POOL_MAX_IDLE", 32)?,
@@ -56,8 +64,8 @@ mod tests {
     fn defaults_match_the_original_deployment() {
         let c = Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "auth:5000")])).unwrap();
         assert_eq!(c.port, 8080);
-        assert_eq!(c.queues.video_queue, "video");
-        assert_eq!(c.mongo.videos_db, "videos");
+        assert_eq!(c.video_queue, "video");
+        assert_eq!(c.videos_db, "videos");
         assert_eq!(c.max_upload_bytes, 2 << 30);
     }
 

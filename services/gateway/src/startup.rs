@@ -71,14 +71,14 @@ impl Application {
             .build()
             .context("failed to build the HTTP client")?;
         let mongo = gridfs::client(&config.mongo, config.dependency_timeout, config.mongo_pool_max).await?;
-        let publisher = Publisher::new(config.queues.amqp_url.clone(), vec![config.queues.video_queue.clone()], config.dependency_timeout);
+        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout);
         let state = AppState {
             http,
             auth_url: format!("http://{}", config.auth_address),
-            videos: mongo.database(&config.mongo.videos_db),
-            mp3s: mongo.database(&config.mongo.mp3s_db),
+            videos: mongo.database(&config.videos_db),
+            mp3s: mongo.database(&config.mp3s_db),
             publisher: Arc::new(publisher),
-            video_queue: config.queues.video_queue.clone(),
+            video_queue: config.video_queue.clone(),
             max_upload_bytes: config.max_upload_bytes,
         };
         Ok(Self { listener, state, config })

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::config::{MongoSettings, QueueSettings, RetrySettings};
+use common::config::{self, MongoSettings, RetrySettings};
 use common::email::Email;
 use common::{ConfigError, Env};
 use secrecy::SecretString;
@@ -33,9 +33,12 @@ pub struct SmtpSettings {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub health_port: u16,
-    pub queues: QueueSettings,
+    /// `AMQP_URL`
+    pub amqp_url: SecretString,
+    pub mp3_queue: String,
     /// Where the log of sent mails lives (database `MONGODB_MP3S_DB`).
     pub mongo: MongoSettings,
+    pub mp3s_db: String,
     pub smtp: SmtpSettings,
     pub retry: RetrySettings,
     pub prefetch: u16,
@@ -57,8 +60,10 @@ impl Config {
         let password = if env.bool_or("SMTP_AUTH", true)? { Some(env.required_secret("GMAIL_PASSWORD")?) } else { None };
         Ok(Self {
             health_port: env.parse_or("HEALTH_PORT", 8082)?,
-            queues: QueueSettings::from_env(env)?,
-            mongo: MongoSettings::from_env(env)?,
+            amqp_url: config::amqp_url(env),
+            mp3_queue: config::mp3_queue(env),
+            mongo: MongoSettings::from_env(env),
+            mp3s_db: config::mp3s_db(env),
             smtp: SmtpSettings {
                 host: env.string_or("SMTP_HOST", "smtp.gmail.com"),
                 port: env.parse_or("SMTP_PORT", 587)?,
@@ -82,7 +87,7 @@ mod tests {
     fn defaults_reproduce_the_original() {
         let c = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("GMAIL_PASSWORD", "app-password")])).unwrap();
         assert_eq!((c.smtp.host.as_str(), c.smtp.port, c.smtp.tls), ("smtp.gmail.com", 587, TlsMode::StartTls));
-        assert_eq!(c.queues.mp3_queue, "mp3");
+        assert_eq!(c.mp3_queue, "mp3");
         assert!(!format!("{c:?}").contains("app-password"));
     }
 

@@ -25,7 +25,7 @@ impl Application {
         let notifier = Arc::new(Notifier {
             transport: transport(&config.smtp)?,
             from: config.smtp.from.clone(),
-            sent: mongo.database(&config.mongo.mp3s_db).collection("sent_mails"),
+            sent: mongo.database(&config.mp3s_db).collection("sent_mails"),
             // A whole send is several SMTP commands, each bounded by the SMTP timeout.
             send_timeout: config.smtp.timeout * 2,
         });
@@ -42,8 +42,8 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let c = &self.config;
         let settings = ConsumerSettings {
-            amqp_url: c.queues.amqp_url.clone(),
-            queue: c.queues.mp3_queue.clone(),
+            amqp_url: c.amqp_url.clone(),
+            queue: c.mp3_queue.clone(),
             prefetch: c.prefetch,
             concurrency: usize::from(c.prefetch),
             retry: c.retry.clone(),
