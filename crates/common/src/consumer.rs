@@ -1,6 +1,7 @@
 //! The consumer loop shared by the converter and the notifier: manual acks after the work is
 //! durably done, bounded concurrency, retries through a TTL queue with exponential backoff,
-//! dead-lettering with a reason, reconnection with backoff, and graceful shutdown.
+//! dead-lettering with a reason, reconnection with backoff, graceful shutdown, and the health
+//! port that goes with it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,4 +222,40 @@ async fn dead_letter<H: Handler>(
     let mut headers = amqp::attempt_headers(job.attempt);
     headers.insert(amqp::REASON_HEADER.into(), amqp::reason_value(reason));
     amqp::publish_confirmed(ch, &amqp::dead_queue(&settings.queue), &job.body, amqp::json_properties(headers)).await
+}
+
+/// A consumer with its health port (`/healthz`, and `/readyz` true while attached to the queue):
+/// what the converter and the notifier run.
+pub struct ConsumerService<H> {
+    handler: Arc<H>,
+    settings: ConsumerSettings,
+    ready: Arc<AtomicBool>,
+    health_port: u16,
+    health_task: tokio::task::JoinHandle<()>,
+    stop_health: CancellationToken,
+}
+
+impl<H: Handler> ConsumerService<H> {
+    /// Binds the health port (0 picks a free one); consuming starts with `run_until_stopped`.
+    pub async fn start(handler: Arc<H>, settings: ConsumerSettings, health_port: u16) -> anyhow::Result<Self> {
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop_health = CancellationToken::new();
+        let (health_port, health_task) = crate::health::serve(health_port, ready.clone(), stop_health.clone()).await?;
+        Ok(Self { handler, settings, ready, health_port, health_task, stop_health })
+    }
+
+    pub fn health_port(&self) -> u16 {
+        self.health_port
+    }
+
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    /// Consumes until `shutdown`, then drains (see [`run`]) and closes the health port.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        run(self.settings, self.handler, shutdown, self.ready).await;
+        self.stop_health.cancel();
+        let _ = self.health_task.await;
+    }
 }

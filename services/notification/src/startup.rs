@@ -1,27 +1,23 @@
 //! Building and running the notifier.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::consumer::{self, ConsumerSettings};
-use common::{gridfs, health};
+use common::consumer::{ConsumerService, ConsumerSettings};
+use common::gridfs;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::mail::{transport, Notifier};
 
 pub struct Application {
-    config: Config,
-    notifier: Arc<Notifier>,
-    ready: Arc<AtomicBool>,
-    health_port: u16,
-    health_task: tokio::task::JoinHandle<()>,
-    stop_health: CancellationToken,
+    service: ConsumerService<Notifier>,
 }
 
 impl Application {
+    /// Starts the health server (port 0 picks a free one) and prepares the clients.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let mongo = gridfs::client(&config.mongo, std::time::Duration::from_secs(10), 8).await?;
+        let mongo = gridfs::client(&config.mongo, Duration::from_secs(10), 8).await?;
         let notifier = Arc::new(Notifier {
             transport: transport(&config.smtp)?,
             from: config.smtp.from.clone(),
@@ -29,29 +25,23 @@ impl Application {
             // A whole send is several SMTP commands, each bounded by the SMTP timeout.
             send_timeout: config.smtp.timeout * 2,
         });
-        let ready = Arc::new(AtomicBool::new(false));
-        let stop_health = CancellationToken::new();
-        let (health_port, health_task) = health::serve(config.health_port, ready.clone(), stop_health.clone()).await?;
-        Ok(Self { config, notifier, ready, health_port, health_task, stop_health })
+        let settings = ConsumerSettings {
+            amqp_url: config.amqp_url.clone(),
+            queue: config.mp3_queue.clone(),
+            prefetch: config.prefetch,
+            concurrency: usize::from(config.prefetch),
+            retry: config.retry.clone(),
+            grace: config.shutdown_grace,
+        };
+        Ok(Self { service: ConsumerService::start(notifier, settings, config.health_port).await? })
     }
 
     pub fn health_port(&self) -> u16 {
-        self.health_port
+        self.service.health_port()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let c = &self.config;
-        let settings = ConsumerSettings {
-            amqp_url: c.amqp_url.clone(),
-            queue: c.mp3_queue.clone(),
-            prefetch: c.prefetch,
-            concurrency: usize::from(c.prefetch),
-            retry: c.retry.clone(),
-            grace: c.shutdown_grace,
-        };
-        consumer::run(settings, self.notifier.clone(), shutdown, self.ready.clone()).await;
-        self.stop_health.cancel();
-        let _ = self.health_task.await;
+        self.service.run_until_stopped(shutdown).await;
         Ok(())
     }
 }
