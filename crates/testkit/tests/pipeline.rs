@@ -50,12 +50,30 @@ async fn tutorial_flow_mkv_and_mp4_end_to_end() {
         expected.remove(i);
     }
 
-    // A second user can't download the first user's mp3, and can't tell it exists.
-    let other = stack.user_token(&unique_email(), true).await.unwrap();
+    // A second user can't download the first user's mp3, and can't tell it exists: the answer is
+    // the one an unknown id gets.
+    let other_email = unique_email();
+    let other = stack.user_token(&other_email, true).await.unwrap();
+    let unknown = client.get(stack.gateway_url("/download?fid=0123456789abcdef01234567")).bearer_auth(&other).send().await.unwrap();
+    let unknown = (unknown.status(), unknown.text().await.unwrap());
+    let mut before = Vec::new();
     for fid in &fids {
         let resp = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&other).send().await.unwrap();
-        assert_eq!(resp.status(), 404);
-        assert_eq!(resp.text().await.unwrap(), "file not found");
+        assert_eq!((resp.status(), resp.text().await.unwrap()), unknown);
+        before.push(client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap());
     }
+    assert_eq!(unknown.0, 404);
+    // Nor overwrite them: the second user's upload (same file name) makes a new mp3 of their own,
+    // and the first user's mp3s are byte for byte what they were.
+    let (status, _) = stack.upload(&other, &sources[0]).await.unwrap();
+    assert_eq!(status, 200);
+    let theirs = wait_for_mails(&other_email, 1, Duration::from_secs(120)).await.unwrap();
+    let their_fid = fid_from_mail(&theirs[0].text).unwrap();
+    assert!(!fids.contains(&their_fid));
+    for (fid, bytes) in fids.iter().zip(&before) {
+        let now = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(&now, bytes);
+    }
+    assert_eq!(wait_for_mails(&owner, 2, Duration::from_secs(1)).await.unwrap().len(), 2, "no mail about the other user's file");
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
