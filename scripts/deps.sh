@@ -162,6 +162,18 @@ deps_main() (
   fi
 
   # --- maildev ------------------------------------------------------------------------------
+  # Installed even when a maildev already answers: the fault tests start a second one.
+  local maildev=$MP3C_DEV_DIR/node/node_modules/.bin/maildev
+  if [[ ! -x $maildev ]]; then
+    command -v npm >/dev/null || die "npm is needed to install maildev (apt-get install nodejs npm)"
+    log "installing maildev@$MAILDEV_VERSION into $MP3C_DEV_DIR/node (log: $MP3C_LOG_DIR/npm.log)"
+    mkdir -p "$MP3C_DEV_DIR/node"
+    npm install --prefix "$MP3C_DEV_DIR/node" --no-audit --no-fund --loglevel=error \
+      "maildev@$MAILDEV_VERSION" >>"$MP3C_LOG_DIR/npm.log" 2>&1 </dev/null || {
+      show_log_tail "$MP3C_LOG_DIR/npm.log"
+      die "npm install maildev failed; log: $MP3C_LOG_DIR/npm.log"
+    }
+  fi
   maildev_up() { probe smtp 127.0.0.1 "$SMTP_PORT" && http_ok "http://127.0.0.1:$WEB_PORT/email"; }
   if maildev_up 2>/dev/null; then
     summary+=("maildev     smtp 127.0.0.1:$SMTP_PORT, http://127.0.0.1:$WEB_PORT  up")
@@ -171,17 +183,6 @@ deps_main() (
       tcp_open 127.0.0.1 "$port" &&
         die "127.0.0.1:$port is taken by something that is not maildev ($MAILDEV_VERSION, REST API at /email)"
     done
-    local maildev=$MP3C_DEV_DIR/node/node_modules/.bin/maildev
-    if [[ ! -x $maildev ]]; then
-      command -v npm >/dev/null || die "npm is needed to install maildev (apt-get install nodejs npm)"
-      log "installing maildev@$MAILDEV_VERSION into $MP3C_DEV_DIR/node (log: $MP3C_LOG_DIR/npm.log)"
-      mkdir -p "$MP3C_DEV_DIR/node"
-      npm install --prefix "$MP3C_DEV_DIR/node" --no-audit --no-fund --loglevel=error \
-        "maildev@$MAILDEV_VERSION" >>"$MP3C_LOG_DIR/npm.log" 2>&1 </dev/null || {
-        show_log_tail "$MP3C_LOG_DIR/npm.log"
-        die "npm install maildev failed; log: $MP3C_LOG_DIR/npm.log"
-      }
-    fi
     log "starting maildev"
     (cd "$MP3C_DEV_DIR" && start_bg maildev maildev "$maildev" --smtp "$SMTP_PORT" --web "$WEB_PORT" \
       --ip 127.0.0.1 --web-ip 127.0.0.1)

@@ -121,6 +121,9 @@ fi
 # --- tests ------------------------------------------------------------------------------------
 # schemathesis fuzzes the live services from their OpenAPI documents.
 command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
+# The MongoDB fault test stops and restarts a server of its own: SecantusDB, even where the
+# shared server is a real mongod or MONGODB_URI.
+python3 -c 'import secantus' 2>/dev/null || python3 -m pip install --quiet "secantusdb==0.7.0b3"
 # Two phases: everything else in parallel, then the fault tests (names starting `fault_`) one at
 # a time, since they stop and restart the shared broker, database and mail servers.
 test_status=0
