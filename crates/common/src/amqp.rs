@@ -46,30 +46,21 @@ pub fn dead_queue(queue: &str) -> String {
 /// arguments, so a queue made by hand in the original deployment is accepted as it is.
 pub async fn declare_topology(ch: &Channel, queue: &str) -> anyhow::Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(queue, durable, FieldTable::default())
-        .await
-        .with_context(|| format!("failed to declare queue {queue}"))?;
+    ch.queue_declare(queue, durable, FieldTable::default()).await.with_context(|| format!("failed to declare queue {queue}"))?;
     let mut retry_args = FieldTable::default();
     // Expired retries go back to the work queue through the default exchange.
     retry_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
     retry_args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.into()));
     let retry = retry_queue(queue);
-    ch.queue_declare(&retry, durable, retry_args)
-        .await
-        .with_context(|| format!("failed to declare queue {retry}"))?;
+    ch.queue_declare(&retry, durable, retry_args).await.with_context(|| format!("failed to declare queue {retry}"))?;
     let dead = dead_queue(queue);
-    ch.queue_declare(&dead, durable, FieldTable::default())
-        .await
-        .with_context(|| format!("failed to declare queue {dead}"))?;
+    ch.queue_declare(&dead, durable, FieldTable::default()).await.with_context(|| format!("failed to declare queue {dead}"))?;
     Ok(())
 }
 
 /// Properties of a persistent JSON message with the given headers.
 pub fn json_properties(headers: FieldTable) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-        .with_headers(headers)
+    BasicProperties::default().with_delivery_mode(2).with_content_type(ShortString::from("application/json")).with_headers(headers)
 }
 
 pub fn attempt_headers(attempt: u32) -> FieldTable {
@@ -152,10 +143,7 @@ impl Publisher {
 
     /// Connects now (start-up check); errors are returned, not retried.
     pub async fn ensure_connected(&self) -> anyhow::Result<()> {
-        tokio::time::timeout(self.timeout, self.channel())
-            .await
-            .map_err(|_| anyhow!("timed out connecting to RabbitMQ"))?
-            .map(|_| ())
+        tokio::time::timeout(self.timeout, self.channel()).await.map_err(|_| anyhow!("timed out connecting to RabbitMQ"))?.map(|_| ())
     }
 
     /// True when a healthy connection is open now (readiness).
@@ -169,10 +157,8 @@ impl Publisher {
             let ch = self.channel().await?;
             publish_confirmed(&ch, queue, body, json_properties(headers)).await
         };
-        let result = tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| anyhow!("timed out publishing to queue {queue}"))
-            .and_then(|r| r);
+        let result =
+            tokio::time::timeout(self.timeout, attempt).await.map_err(|_| anyhow!("timed out publishing to queue {queue}")).and_then(|r| r);
         if result.is_err() {
             // Drop the channel so the next publish starts from a fresh connection.
             *self.state.lock().await = None;

@@ -2,8 +2,8 @@
 //! `std::env` directly, so tests can hand them an explicit set of variables.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -91,10 +91,7 @@ impl Env {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: format!("{e} (got {raw:?})"),
-            }),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{e} (got {raw:?})") }),
         }
     }
 

@@ -69,12 +69,7 @@ pub struct ConsumerSettings {
 
 /// Consumes until `shutdown` is cancelled, reconnecting whenever the broker goes away.
 /// `ready` is true while a consumer is attached to the queue.
-pub async fn run<H: Handler>(
-    settings: ConsumerSettings,
-    handler: Arc<H>,
-    shutdown: CancellationToken,
-    ready: Arc<AtomicBool>,
-) {
+pub async fn run<H: Handler>(settings: ConsumerSettings, handler: Arc<H>, shutdown: CancellationToken, ready: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
         let attached = Arc::new(AtomicBool::new(false));
@@ -180,8 +175,7 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
                 let delay = settings.retry.delay_before(attempt + 1);
                 warn!(%reason, ?delay, "transient failure; will retry");
-                let props = amqp::json_properties(amqp::attempt_headers(attempt + 1))
-                    .with_expiration(delay.as_millis().to_string().into());
+                let props = amqp::json_properties(amqp::attempt_headers(attempt + 1)).with_expiration(delay.as_millis().to_string().into());
                 amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
             }
             Outcome::Retry(reason) => {
@@ -210,13 +204,7 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
     .await
 }
 
-async fn dead_letter<H: Handler>(
-    settings: &ConsumerSettings,
-    ch: &Channel,
-    handler: &H,
-    job: &Job,
-    reason: &str,
-) -> anyhow::Result<()> {
+async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, job: &Job, reason: &str) -> anyhow::Result<()> {
     error!(%reason, "dead-lettering message");
     handler.on_dead_letter(job, reason).await.context("failed to report the failure")?;
     let mut headers = amqp::attempt_headers(job.attempt);

@@ -24,11 +24,7 @@ async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static s
 }
 
 /// Binds `0.0.0.0:port` (0 picks a free port) and returns the bound port and the server task.
-pub async fn serve(
-    port: u16,
-    ready: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(u16, tokio::task::JoinHandle<()>)> {
+pub async fn serve(port: u16, ready: Arc<AtomicBool>, shutdown: CancellationToken) -> anyhow::Result<(u16, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
     let listener = TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("failed to bind health port {port}"))?;
     let port = listener.local_addr()?.port();

@@ -261,10 +261,7 @@ fn media_dir() -> &'static Path {
 /// a test pattern and a 440 Hz tone.
 pub fn media(kind: Media, seconds: u32) -> PathBuf {
     let (name, args): (String, Vec<String>) = match kind {
-        Media::Mkv => (
-            format!("test-{seconds}.mkv"),
-            vec!["-c:v".into(), "mpeg4".into(), "-c:a".into(), "aac".into()],
-        ),
+        Media::Mkv => (format!("test-{seconds}.mkv"), vec!["-c:v".into(), "mpeg4".into(), "-c:a".into(), "aac".into()]),
         Media::Mp4 => (
             format!("test-{seconds}.mp4"),
             vec!["-c:v".into(), "mpeg4".into(), "-c:a".into(), "aac".into(), "-movflags".into(), "+faststart".into()],
@@ -279,8 +276,12 @@ pub fn media(kind: Media, seconds: u32) -> PathBuf {
     }
     let tmp = media_dir().join(format!("partial-{name}"));
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", &format!("testsrc=duration={seconds}:size=160x120:rate=10")]);
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"]).args([
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=duration={seconds}:size=160x120:rate=10"),
+    ]);
     if !matches!(kind, Media::SilentMp4) {
         cmd.args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={seconds}")]);
     }
@@ -304,20 +305,17 @@ pub fn probe(path: &Path) -> anyhow::Result<(String, Option<String>, f64)> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let format = v["format"]["format_name"].as_str().unwrap_or_default().to_owned();
     let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
-    let audio = v["streams"].as_array().and_then(|s| {
-        s.iter().find(|s| s["codec_type"] == "audio").and_then(|s| s["codec_name"].as_str().map(str::to_owned))
-    });
+    let audio = v["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["codec_type"] == "audio").and_then(|s| s["codec_name"].as_str().map(str::to_owned)));
     Ok((format, audio, duration))
 }
 
 /// Duration of the first audio stream, measured by decoding it (containers such as Matroska
 /// don't state per-stream durations).
 pub fn audio_duration(path: &Path) -> anyhow::Result<f64> {
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-i"])
-        .arg(path)
-        .args(["-map", "0:a:0", "-f", "null", "-"])
-        .output()?;
+    let out =
+        Command::new("ffmpeg").args(["-nostdin", "-hide_banner", "-i"]).arg(path).args(["-map", "0:a:0", "-f", "null", "-"]).output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let time = stderr.rsplit("time=").next().context("no time= in ffmpeg output")?;
     let hms: Vec<f64> = time.split_whitespace().next().unwrap_or("").split(':').filter_map(|p| p.parse().ok()).collect();
@@ -329,9 +327,8 @@ pub fn audio_duration(path: &Path) -> anyhow::Result<f64> {
 
 /// Where cargo put the workspace's binaries.
 pub fn bin_path(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let path = target.join(profile).join(name);
     assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
@@ -466,7 +463,8 @@ impl Stack {
                 ("GMAIL_ADDRESS", "mp3converter@localhost".to_owned()),
             ]),
         )?;
-        let stack = Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
+        let stack =
+            Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
         for (url, proc_) in [
             (format!("http://127.0.0.1:{auth_port}/readyz"), &stack.auth),
             (format!("http://127.0.0.1:{gateway_port}/readyz"), &stack.gateway),

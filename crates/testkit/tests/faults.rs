@@ -58,9 +58,7 @@ where
 
 /// The state directory of scripts/deps.sh (where maildev is installed).
 fn dev_dir() -> PathBuf {
-    std::env::var_os("MP3C_DEV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev"))
+    std::env::var_os("MP3C_DEV_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev"))
 }
 
 fn rabbitmqctl() -> Command {
@@ -90,12 +88,8 @@ fn queue_depths() -> HashMap<String, u64> {
 /// Waits until the pipeline is idle: nothing ready, unacked or waiting for a retry in the video
 /// and mp3 queues, twice in a row. Counting before that could miss a late duplicate.
 async fn wait_idle(names: &Names, timeout: Duration) {
-    let queues = [
-        names.video_queue.clone(),
-        amqp::retry_queue(&names.video_queue),
-        names.mp3_queue.clone(),
-        amqp::retry_queue(&names.mp3_queue),
-    ];
+    let queues =
+        [names.video_queue.clone(), amqp::retry_queue(&names.video_queue), names.mp3_queue.clone(), amqp::retry_queue(&names.mp3_queue)];
     let mut quiet = 0;
     eventually("the pipeline is idle", timeout, || {
         let depths = tokio::task::block_in_place(queue_depths);
@@ -588,7 +582,11 @@ async fn fault_poison_inputs() {
         let mails = testkit::mails_to(&owner).await.unwrap();
         let failed: Vec<_> = with_subject(&mails, FAILED_SUBJECT).iter().map(|m| m.text.clone()).collect();
         for reason in &reasons[1..] {
-            assert_eq!(failed.iter().filter(|t| t.contains(&format!("Reason: {reason}"))).count(), 1, "one mail for {reason:?}: {failed:?}");
+            assert_eq!(
+                failed.iter().filter(|t| t.contains(&format!("Reason: {reason}"))).count(),
+                1,
+                "one mail for {reason:?}: {failed:?}"
+            );
         }
         testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
     })
@@ -605,9 +603,8 @@ async fn fault_smtp_down() {
         // The notifier's own SMTP port, where nothing listens until a second maildev starts.
         let (smtp, web) = (free_port(), free_port());
         let smtp_s = smtp.to_string();
-        let stack = Stack::start(&[("SMTP_PORT", smtp_s.as_str()), ("RETRY_BASE_MS", "200"), ("MAX_ATTEMPTS", "10")])
-            .await
-            .expect("stack starts");
+        let stack =
+            Stack::start(&[("SMTP_PORT", smtp_s.as_str()), ("RETRY_BASE_MS", "200"), ("MAX_ATTEMPTS", "10")]).await.expect("stack starts");
         let mongo = stack.names.mongo().await;
         let owner = unique_email();
         let token = stack.user_token(&owner, true).await.unwrap();
@@ -640,7 +637,13 @@ async fn fault_smtp_down() {
         counts.print("fault_smtp_down");
         let retries = failures(&stack.notification.log_text());
         println!("FAULT-COUNTS fault_smtp_down: notifier retries before the server came = {retries}");
-        assert_eq!((counts.mp3s, counts.mails_ready, counts.mails_failed), (1, 1, 0), "{counts:?}\n{}\n{}", stack.logs(), server.log_text());
+        assert_eq!(
+            (counts.mp3s, counts.mails_ready, counts.mails_failed),
+            (1, 1, 0),
+            "{counts:?}\n{}\n{}",
+            stack.logs(),
+            server.log_text()
+        );
         assert_eq!((counts.dead_video, counts.dead_mp3), (0, 0), "{counts:?}");
         let files = mp3_files(&mongo, &stack.names).await;
         assert_eq!(ready_fids(&mails_at(&base, &owner).await), mp3_ids(&files));

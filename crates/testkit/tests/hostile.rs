@@ -57,9 +57,7 @@ async fn store_mp3(stack: &Stack, owner: &str, bytes: &[u8]) -> ObjectId {
     let client = stack.names.mongo().await;
     let bucket = client.database(&stack.names.mp3s_db).gridfs_bucket(None);
     let id = ObjectId::new();
-    common::gridfs::upload(&bucket, id, "x.mp3", doc! {"username": owner, "video_fid": ObjectId::new().to_hex()}, bytes)
-        .await
-        .unwrap();
+    common::gridfs::upload(&bucket, id, "x.mp3", doc! {"username": owner, "video_fid": ObjectId::new().to_hex()}, bytes).await.unwrap();
     id
 }
 
@@ -93,12 +91,22 @@ async fn hostile_http_input_table() {
     let tampered = format!(
         "{}.{}.{}",
         parts[0],
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&serde_json::json!({"username": other, "iat": now(), "exp": now() + 600, "admin": true})).unwrap()),
+        URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&serde_json::json!({"username": other, "iat": now(), "exp": now() + 600, "admin": true})).unwrap()),
         parts[2]
     );
-    let hs512 = token(Algorithm::HS512, JWT_SECRET, serde_json::json!({"username": admin, "iat": now(), "exp": now() + 600, "admin": true}));
-    let wrong_key = token(Algorithm::HS256, "another-secret-another-secret-another", serde_json::json!({"username": admin, "iat": now(), "exp": now() + 600, "admin": true}));
-    let expired = token(Algorithm::HS256, JWT_SECRET, serde_json::json!({"username": admin, "iat": now() - 7200, "exp": now() - 3600, "admin": true}));
+    let hs512 =
+        token(Algorithm::HS512, JWT_SECRET, serde_json::json!({"username": admin, "iat": now(), "exp": now() + 600, "admin": true}));
+    let wrong_key = token(
+        Algorithm::HS256,
+        "another-secret-another-secret-another",
+        serde_json::json!({"username": admin, "iat": now(), "exp": now() + 600, "admin": true}),
+    );
+    let expired = token(
+        Algorithm::HS256,
+        JWT_SECRET,
+        serde_json::json!({"username": admin, "iat": now() - 7200, "exp": now() - 3600, "admin": true}),
+    );
     let no_exp = token(Algorithm::HS256, JWT_SECRET, serde_json::json!({"username": admin, "iat": now(), "admin": true}));
     let huge_token = "a".repeat(8000);
     let non_utf8 = HeaderValue::from_bytes(b"Bearer \xff\xfe\xfd").unwrap();
@@ -106,27 +114,123 @@ async fn hostile_http_input_table() {
     let pdf = b"%PDF-1.7\n%binary\n".to_vec();
 
     use Expect::*;
-    let c = |name, method, url: String, headers: Vec<(&'static str, HeaderValue)>, body, status, body_is| Case { name, method, url, headers, body, status, body_is };
+    let c = |name, method, url: String, headers: Vec<(&'static str, HeaderValue)>, body, status, body_is| Case {
+        name,
+        method,
+        url,
+        headers,
+        body,
+        status,
+        body_is,
+    };
     let a = |t: &str| vec![("authorization", bearer(t))];
     let file = |name: &'static str, bytes: Vec<u8>| Body::Form(vec![("file", Some(name), bytes)]);
     let cases = vec![
         // auth /login
         c("login without credentials", Method::POST, auth("/login"), vec![], Body::None, 401, Exact("missing credentials")),
-        c("login with bad base64", Method::POST, auth("/login"), vec![("authorization", HeaderValue::from_static("Basic !!!!"))], Body::None, 401, Exact("missing credentials")),
+        c(
+            "login with bad base64",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", HeaderValue::from_static("Basic !!!!"))],
+            Body::None,
+            401,
+            Exact("missing credentials"),
+        ),
         c("login with a bearer token", Method::POST, auth("/login"), a(&good), Body::None, 401, Exact("missing credentials")),
-        c("login with no colon", Method::POST, auth("/login"), vec![("authorization", HeaderValue::from_static("Basic YWJj"))], Body::None, 401, Exact("missing credentials")),
-        c("login wrong password", Method::POST, auth("/login"), vec![("authorization", basic(&admin, "wrong"))], Body::None, 401, Exact("invalid credentials")),
-        c("login unknown user", Method::POST, auth("/login"), vec![("authorization", basic("nobody@example.com", "Password123!"))], Body::None, 401, Exact("invalid credentials")),
-        c("login not an email", Method::POST, auth("/login"), vec![("authorization", basic("' OR 1=1 --", "x"))], Body::None, 401, Exact("invalid credentials")),
-        c("login very long user", Method::POST, auth("/login"), vec![("authorization", basic(&"u".repeat(4000), "x"))], Body::None, 401, Exact("invalid credentials")),
-        c("login non-utf8 header", Method::POST, auth("/login"), vec![("authorization", HeaderValue::from_bytes(b"Basic \xff\xff").unwrap())], Body::None, 401, Exact("missing credentials")),
+        c(
+            "login with no colon",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", HeaderValue::from_static("Basic YWJj"))],
+            Body::None,
+            401,
+            Exact("missing credentials"),
+        ),
+        c(
+            "login wrong password",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", basic(&admin, "wrong"))],
+            Body::None,
+            401,
+            Exact("invalid credentials"),
+        ),
+        c(
+            "login unknown user",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", basic("nobody@example.com", "Password123!"))],
+            Body::None,
+            401,
+            Exact("invalid credentials"),
+        ),
+        c(
+            "login not an email",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", basic("' OR 1=1 --", "x"))],
+            Body::None,
+            401,
+            Exact("invalid credentials"),
+        ),
+        c(
+            "login very long user",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", basic(&"u".repeat(4000), "x"))],
+            Body::None,
+            401,
+            Exact("invalid credentials"),
+        ),
+        c(
+            "login non-utf8 header",
+            Method::POST,
+            auth("/login"),
+            vec![("authorization", HeaderValue::from_bytes(b"Basic \xff\xff").unwrap())],
+            Body::None,
+            401,
+            Exact("missing credentials"),
+        ),
         c("login with GET", Method::GET, auth("/login"), vec![], Body::None, 405, Exact("")),
         // auth /validate
         c("validate without header", Method::POST, auth("/validate"), vec![], Body::None, 401, Exact("missing credentials")),
-        c("validate empty header", Method::POST, auth("/validate"), vec![("authorization", HeaderValue::from_static(""))], Body::None, 401, Exact("missing credentials")),
-        c("validate bearer without token", Method::POST, auth("/validate"), vec![("authorization", HeaderValue::from_static("Bearer "))], Body::None, 401, Exact("invalid authorization header: expected 'Bearer <token>'")),
-        c("validate basic scheme", Method::POST, auth("/validate"), vec![("authorization", basic(&admin, "x"))], Body::None, 401, Exact("invalid authorization header: expected 'Bearer <token>'")),
-        c("validate bare token", Method::POST, auth("/validate"), vec![("authorization", HeaderValue::from_str(&good).unwrap())], Body::None, 401, Exact("invalid authorization header: expected 'Bearer <token>'")),
+        c(
+            "validate empty header",
+            Method::POST,
+            auth("/validate"),
+            vec![("authorization", HeaderValue::from_static(""))],
+            Body::None,
+            401,
+            Exact("missing credentials"),
+        ),
+        c(
+            "validate bearer without token",
+            Method::POST,
+            auth("/validate"),
+            vec![("authorization", HeaderValue::from_static("Bearer "))],
+            Body::None,
+            401,
+            Exact("invalid authorization header: expected 'Bearer <token>'"),
+        ),
+        c(
+            "validate basic scheme",
+            Method::POST,
+            auth("/validate"),
+            vec![("authorization", basic(&admin, "x"))],
+            Body::None,
+            401,
+            Exact("invalid authorization header: expected 'Bearer <token>'"),
+        ),
+        c(
+            "validate bare token",
+            Method::POST,
+            auth("/validate"),
+            vec![("authorization", HeaderValue::from_str(&good).unwrap())],
+            Body::None,
+            401,
+            Exact("invalid authorization header: expected 'Bearer <token>'"),
+        ),
         c("validate garbage", Method::POST, auth("/validate"), a("garbage"), Body::None, 403, Exact("not authorized")),
         c("validate alg none", Method::POST, auth("/validate"), a(&none_alg), Body::None, 403, Exact("not authorized")),
         c("validate tampered payload", Method::POST, auth("/validate"), a(&tampered), Body::None, 403, Exact("not authorized")),
@@ -135,44 +239,231 @@ async fn hostile_http_input_table() {
         c("validate expired", Method::POST, auth("/validate"), a(&expired), Body::None, 403, Exact("not authorized")),
         c("validate without exp", Method::POST, auth("/validate"), a(&no_exp), Body::None, 403, Exact("not authorized")),
         c("validate huge token", Method::POST, auth("/validate"), a(&huge_token), Body::None, 403, Exact("not authorized")),
-        c("validate non-utf8", Method::POST, auth("/validate"), vec![("authorization", non_utf8.clone())], Body::None, 401, Exact("invalid authorization header: expected 'Bearer <token>'")),
+        c(
+            "validate non-utf8",
+            Method::POST,
+            auth("/validate"),
+            vec![("authorization", non_utf8.clone())],
+            Body::None,
+            401,
+            Exact("invalid authorization header: expected 'Bearer <token>'"),
+        ),
         c("validate with GET", Method::GET, auth("/validate"), a(&good), Body::None, 405, Exact("")),
         c("auth unknown route", Method::GET, auth("/admin"), vec![], Body::None, 404, Exact("")),
         // gateway /login
-        c("gateway login wrong password", Method::POST, gw("/login"), vec![("authorization", basic(&admin, "nope"))], Body::None, 401, Exact("invalid credentials")),
+        c(
+            "gateway login wrong password",
+            Method::POST,
+            gw("/login"),
+            vec![("authorization", basic(&admin, "nope"))],
+            Body::None,
+            401,
+            Exact("invalid credentials"),
+        ),
         c("gateway login without credentials", Method::POST, gw("/login"), vec![], Body::None, 401, Exact("missing credentials")),
         // gateway /upload
         c("upload without token", Method::POST, gw("/upload"), vec![], file("a.mkv", mkv.clone()), 401, Exact("missing credentials")),
         c("upload forged token", Method::POST, gw("/upload"), a(&tampered), file("a.mkv", mkv.clone()), 403, Exact("not authorized")),
         c("upload expired token", Method::POST, gw("/upload"), a(&expired), file("a.mkv", mkv.clone()), 403, Exact("not authorized")),
-        c("upload malformed authorization", Method::POST, gw("/upload"), vec![("authorization", HeaderValue::from_static("Token abc"))], file("a.mkv", mkv.clone()), 401, Exact("invalid authorization header: expected 'Bearer <token>'")),
+        c(
+            "upload malformed authorization",
+            Method::POST,
+            gw("/upload"),
+            vec![("authorization", HeaderValue::from_static("Token abc"))],
+            file("a.mkv", mkv.clone()),
+            401,
+            Exact("invalid authorization header: expected 'Bearer <token>'"),
+        ),
         c("upload by non-admin", Method::POST, gw("/upload"), a(&plain_token), file("a.mkv", mkv.clone()), 401, Exact("not authorized")),
-        c("upload not multipart", Method::POST, gw("/upload"), a(&admin_token), Body::Raw("application/json", b"{}".to_vec()), 400, Exact("exactly 1 file required")),
+        c(
+            "upload not multipart",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Raw("application/json", b"{}".to_vec()),
+            400,
+            Exact("exactly 1 file required"),
+        ),
         c("upload without body", Method::POST, gw("/upload"), a(&admin_token), Body::None, 400, Exact("exactly 1 file required")),
-        c("upload only text fields", Method::POST, gw("/upload"), a(&admin_token), Body::Form(vec![("note", None, b"hello".to_vec())]), 400, Exact("exactly 1 file required")),
-        c("upload two files", Method::POST, gw("/upload"), a(&admin_token), Body::Form(vec![("a", Some("a.mkv"), mkv.clone()), ("b", Some("b.mkv"), mkv.clone())]), 400, Exact("exactly 1 file required")),
-        c("upload a pdf", Method::POST, gw("/upload"), a(&admin_token), file("doc.mp4", pdf.clone()), 415, Exact("unsupported file type: upload an audio or video file")),
-        c("upload an empty file", Method::POST, gw("/upload"), a(&admin_token), file("empty.mp4", vec![]), 415, Exact("unsupported file type: upload an audio or video file")),
-        c("upload too large (content-length)", Method::POST, gw("/upload"), a(&admin_token), file("big.mkv", [mkv.clone(), vec![0; 2 * LIMIT]].concat()), 413, Owned(format!("file too large: the limit is {LIMIT} bytes"))),
-        c("upload too large (chunked)", Method::POST, gw("/upload"), a(&admin_token), Body::Chunked(too_big.clone()), 413, Owned(format!("file too large: the limit is {LIMIT} bytes"))),
-        c("upload broken multipart", Method::POST, gw("/upload"), a(&admin_token), Body::Raw("multipart/form-data; boundary=XYZ", b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mkv\"\r\n\r\nabc".to_vec()), 400, StartsWith("")),
+        c(
+            "upload only text fields",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Form(vec![("note", None, b"hello".to_vec())]),
+            400,
+            Exact("exactly 1 file required"),
+        ),
+        c(
+            "upload two files",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Form(vec![("a", Some("a.mkv"), mkv.clone()), ("b", Some("b.mkv"), mkv.clone())]),
+            400,
+            Exact("exactly 1 file required"),
+        ),
+        c(
+            "upload a pdf",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            file("doc.mp4", pdf.clone()),
+            415,
+            Exact("unsupported file type: upload an audio or video file"),
+        ),
+        c(
+            "upload an empty file",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            file("empty.mp4", vec![]),
+            415,
+            Exact("unsupported file type: upload an audio or video file"),
+        ),
+        c(
+            "upload too large (content-length)",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            file("big.mkv", [mkv.clone(), vec![0; 2 * LIMIT]].concat()),
+            413,
+            Owned(format!("file too large: the limit is {LIMIT} bytes")),
+        ),
+        c(
+            "upload too large (chunked)",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Chunked(too_big.clone()),
+            413,
+            Owned(format!("file too large: the limit is {LIMIT} bytes")),
+        ),
+        c(
+            "upload broken multipart",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Raw(
+                "multipart/form-data; boundary=XYZ",
+                b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mkv\"\r\n\r\nabc".to_vec(),
+            ),
+            400,
+            StartsWith(""),
+        ),
         c("upload with GET", Method::GET, gw("/upload"), a(&admin_token), Body::None, 405, Exact("")),
         // gateway /download
-        c("download without token", Method::GET, gw(&format!("/download?fid={own_mp3}")), vec![], Body::None, 401, Exact("missing credentials")),
-        c("download forged token", Method::GET, gw(&format!("/download?fid={own_mp3}")), a(&none_alg), Body::None, 403, Exact("not authorized")),
-        c("download by non-admin", Method::GET, gw(&format!("/download?fid={own_mp3}")), a(&plain_token), Body::None, 401, Exact("not authorized")),
+        c(
+            "download without token",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            vec![],
+            Body::None,
+            401,
+            Exact("missing credentials"),
+        ),
+        c(
+            "download forged token",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            a(&none_alg),
+            Body::None,
+            403,
+            Exact("not authorized"),
+        ),
+        c(
+            "download by non-admin",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            a(&plain_token),
+            Body::None,
+            401,
+            Exact("not authorized"),
+        ),
         c("download without fid", Method::GET, gw("/download"), a(&admin_token), Body::None, 400, Exact("fid is required")),
         c("download empty fid", Method::GET, gw("/download?fid="), a(&admin_token), Body::None, 400, Exact("fid is required")),
-        c("download bad percent-encoding", Method::GET, gw("/download?fid=%ZZ%"), a(&admin_token), Body::None, 400, Exact("invalid fid: expected a 24-character hexadecimal id")),
-        c("download non-hex fid", Method::GET, gw("/download?fid=zzzzzzzzzzzzzzzzzzzzzzzz"), a(&admin_token), Body::None, 400, Exact("invalid fid: expected a 24-character hexadecimal id")),
-        c("download 25-char fid", Method::GET, gw(&format!("/download?fid={own_mp3}0")), a(&admin_token), Body::None, 400, Exact("invalid fid: expected a 24-character hexadecimal id")),
-        c("download injection fid", Method::GET, gw("/download?fid=%7B%22%24ne%22%3Anull%7D"), a(&admin_token), Body::None, 400, Exact("invalid fid: expected a 24-character hexadecimal id")),
-        c("download unknown fid", Method::GET, gw(&format!("/download?fid={unknown}")), a(&admin_token), Body::None, 404, Exact("file not found")),
-        c("download someone else's mp3", Method::GET, gw(&format!("/download?fid={others_mp3}")), a(&admin_token), Body::None, 404, Exact("file not found")),
-        c("download unsatisfiable range", Method::GET, gw(&format!("/download?fid={own_mp3}")), vec![("authorization", bearer(&admin_token)), ("range", HeaderValue::from_static("bytes=5000-"))], Body::None, 416, Exact("requested range not satisfiable")),
+        c(
+            "download bad percent-encoding",
+            Method::GET,
+            gw("/download?fid=%ZZ%"),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid fid: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "download non-hex fid",
+            Method::GET,
+            gw("/download?fid=zzzzzzzzzzzzzzzzzzzzzzzz"),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid fid: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "download 25-char fid",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}0")),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid fid: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "download injection fid",
+            Method::GET,
+            gw("/download?fid=%7B%22%24ne%22%3Anull%7D"),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid fid: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "download unknown fid",
+            Method::GET,
+            gw(&format!("/download?fid={unknown}")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("file not found"),
+        ),
+        c(
+            "download someone else's mp3",
+            Method::GET,
+            gw(&format!("/download?fid={others_mp3}")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("file not found"),
+        ),
+        c(
+            "download unsatisfiable range",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            vec![("authorization", bearer(&admin_token)), ("range", HeaderValue::from_static("bytes=5000-"))],
+            Body::None,
+            416,
+            Exact("requested range not satisfiable"),
+        ),
         c("download with POST", Method::POST, gw(&format!("/download?fid={own_mp3}")), a(&admin_token), Body::None, 405, Exact("")),
-        c("download own mp3", Method::GET, gw(&format!("/download?fid={own_mp3}")), a(&admin_token), Body::None, 200, Exact("ID3 pretend mp3 bytes")),
-        c("download own mp3 range", Method::GET, gw(&format!("/download?fid={own_mp3}")), vec![("authorization", bearer(&admin_token)), ("range", HeaderValue::from_static("bytes=4-10"))], Body::None, 206, Exact("pretend")),
+        c(
+            "download own mp3",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            a(&admin_token),
+            Body::None,
+            200,
+            Exact("ID3 pretend mp3 bytes"),
+        ),
+        c(
+            "download own mp3 range",
+            Method::GET,
+            gw(&format!("/download?fid={own_mp3}")),
+            vec![("authorization", bearer(&admin_token)), ("range", HeaderValue::from_static("bytes=4-10"))],
+            Body::None,
+            206,
+            Exact("pretend"),
+        ),
         c("gateway unknown route", Method::GET, gw("/../../etc/passwd"), vec![], Body::None, 404, Exact("")),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
@@ -202,10 +493,12 @@ async fn hostile_http_input_table() {
             }
             Body::Chunked(bytes) => {
                 let boundary = "hostileboundary";
-                let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mkv\"\r\n\r\n").into_bytes();
+                let mut body =
+                    format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mkv\"\r\n\r\n").into_bytes();
                 body.extend_from_slice(bytes);
                 body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body.chunks(64 * 1024).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+                    body.chunks(64 * 1024).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
                 req.header("content-type", format!("multipart/form-data; boundary={boundary}"))
                     .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
             }

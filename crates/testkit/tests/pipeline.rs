@@ -60,7 +60,9 @@ async fn tutorial_flow_mkv_and_mp4_end_to_end() {
     for fid in &fids {
         let resp = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&other).send().await.unwrap();
         assert_eq!((resp.status(), resp.text().await.unwrap()), unknown);
-        before.push(client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap());
+        before.push(
+            client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap(),
+        );
     }
     assert_eq!(unknown.0, 404);
     // Nor overwrite them: the second user's upload (same file name) makes a new mp3 of their own,
@@ -71,7 +73,8 @@ async fn tutorial_flow_mkv_and_mp4_end_to_end() {
     let their_fid = fid_from_mail(&theirs[0].text).unwrap();
     assert!(!fids.contains(&their_fid));
     for (fid, bytes) in fids.iter().zip(&before) {
-        let now = client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
+        let now =
+            client.get(stack.gateway_url(&format!("/download?fid={fid}"))).bearer_auth(&token).send().await.unwrap().bytes().await.unwrap();
         assert_eq!(&now, bytes);
     }
     assert_eq!(wait_for_mails(&owner, 2, Duration::from_secs(1)).await.unwrap().len(), 2, "no mail about the other user's file");

@@ -23,7 +23,12 @@ fn schemathesis(doc: &str, base: &str, args: &[&str]) -> u64 {
         .output()
         .expect("schemathesis is installed (pip install schemathesis; scripts/test.sh does)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "schemathesis found problems in {} {args:?}:\n{stdout}\n{}", doc.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems in {} {args:?}:\n{stdout}\n{}",
+        doc.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout.lines().find(|l| l.contains(" generated, ")).unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
     let generated: u64 = line.split_whitespace().next().unwrap().parse().unwrap();
     assert!(line.contains(&format!("{generated} passed")), "{line}");
@@ -44,7 +49,11 @@ async fn openapi_documents_hold_under_fuzzing() {
     total += schemathesis("gateway.yaml", &gateway, &["-H", &bearer, "--exclude-path", "/upload"]);
     // A schema cannot say "the first bytes must be a media container": schema-valid uploads of
     // other files are rightly refused with 415, so only the acceptance check is left out here.
-    total += schemathesis("gateway.yaml", &gateway, &["-H", &bearer, "--include-path", "/upload", "--exclude-checks", "positive_data_acceptance"]);
+    total += schemathesis(
+        "gateway.yaml",
+        &gateway,
+        &["-H", &bearer, "--include-path", "/upload", "--exclude-checks", "positive_data_acceptance"],
+    );
     println!("SCHEMATHESIS-EXAMPLES {total}");
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }

@@ -28,7 +28,9 @@ async fn start_converter(names: &Names, ffmpeg: &std::path::Path, grace: &str) -
         ("CONVERTER_CONCURRENCY".to_owned(), "1".to_owned()),
     ]);
     let p = Proc::spawn("converter", &env).unwrap();
-    wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     p
 }
 

@@ -36,9 +36,7 @@ impl From<sqlx::Error> for AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let status = match &self {
-            AuthError::MissingCredentials | AuthError::InvalidCredentials | AuthError::MalformedAuthorization => {
-                StatusCode::UNAUTHORIZED
-            }
+            AuthError::MissingCredentials | AuthError::InvalidCredentials | AuthError::MalformedAuthorization => StatusCode::UNAUTHORIZED,
             AuthError::NotAuthorized => StatusCode::FORBIDDEN,
             AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -78,4 +78,3 @@ pub async fn set_password(pool: &MySqlPool, email: &Email, password: SecretStrin
     }
     Ok(())
 }
-

@@ -103,15 +103,8 @@ async fn user_command_creates_non_admins_and_resets_passwords() {
     let email = unique_email();
     add_user(&app.db, &email, "Password123!", false).unwrap();
     let token = login(&app, &email, "Password123!").await.text().await.unwrap();
-    let claims: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/validate", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claims: serde_json::Value =
+        reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(claims["admin"], false);
 
     // A duplicate is refused with a clear message.
@@ -143,7 +136,9 @@ async fn user_command_creates_non_admins_and_resets_passwords() {
 #[tokio::test]
 async fn refuses_to_start_without_a_strong_jwt_secret() {
     let db = AuthDb::create().await.unwrap();
-    for (secret, expected) in [(None, "missing required environment variable JWT_SECRET"), (Some("too-short"), "JWT_SECRET: must be at least 32 bytes")] {
+    for (secret, expected) in
+        [(None, "missing required environment variable JWT_SECRET"), (Some("too-short"), "JWT_SECRET: must be at least 32 bytes")]
+    {
         let mut cmd = Command::new(bin_path("auth"));
         cmd.env_clear().envs(db.env()).env("PORT", "0");
         if let Some(s) = secret {

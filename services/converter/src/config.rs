@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::config::{self, MongoSettings, RetrySettings};
-use secrecy::SecretString;
 use common::{ConfigError, Env};
+use secrecy::SecretString;
 
 #[derive(Clone, Debug)]
 pub struct Config {

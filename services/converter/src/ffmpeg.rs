@@ -17,7 +17,11 @@ pub enum FfError {
     #[error("{program} failed ({status}): {stderr}")]
     Failed { program: String, status: std::process::ExitStatus, stderr: String },
     #[error("running {program} failed")]
-    Io { program: String, #[source] source: std::io::Error },
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("unreadable ffprobe output")]
     BadProbe(#[source] serde_json::Error),
 }
@@ -81,8 +85,14 @@ struct FormatJson {
 
 pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Probe, FfError> {
     let args: [&std::ffi::OsStr; 8] = [
-        "-v".as_ref(), "error".as_ref(), "-print_format".as_ref(), "json".as_ref(),
-        "-show_streams".as_ref(), "-show_format".as_ref(), "--".as_ref(), input.as_os_str(),
+        "-v".as_ref(),
+        "error".as_ref(),
+        "-print_format".as_ref(),
+        "json".as_ref(),
+        "-show_streams".as_ref(),
+        "-show_format".as_ref(),
+        "--".as_ref(),
+        input.as_os_str(),
     ];
     let out = run(ffprobe, &args, timeout).await?;
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
@@ -97,7 +107,8 @@ pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Pr
 /// decoded), MP3 via libmp3lame at VBR quality 4 (~165 kb/s, transparent for speech and most
 /// music, and lame's fastest good setting) or a plain stream copy when the audio already is MP3.
 pub fn convert_args<'a>(input: &'a Path, output: &'a Path, copy: bool) -> Vec<&'a std::ffi::OsStr> {
-    let mut args: Vec<&std::ffi::OsStr> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"].iter().map(|s| s.as_ref()).collect();
+    let mut args: Vec<&std::ffi::OsStr> =
+        ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"].iter().map(|s| s.as_ref()).collect();
     args.push(input.as_os_str());
     let codec: &[&str] = if copy { &["-c:a", "copy"] } else { &["-c:a", "libmp3lame", "-q:a", "4"] };
     for a in ["-map", "0:a:0", "-vn", "-sn", "-dn"].iter().chain(codec).chain(&["-f", "mp3"]) {
@@ -119,7 +130,10 @@ mod tests {
     fn args_select_first_audio_track() {
         let a = convert_args(Path::new("/t/in"), Path::new("/t/out.mp3"), false);
         let s: Vec<_> = a.iter().map(|x| x.to_str().unwrap()).collect();
-        assert_eq!(s.join(" "), "-nostdin -hide_banner -loglevel error -y -i /t/in -map 0:a:0 -vn -sn -dn -c:a libmp3lame -q:a 4 -f mp3 /t/out.mp3");
+        assert_eq!(
+            s.join(" "),
+            "-nostdin -hide_banner -loglevel error -y -i /t/in -map 0:a:0 -vn -sn -dn -c:a libmp3lame -q:a 4 -f mp3 /t/out.mp3"
+        );
         let c = convert_args(Path::new("in"), Path::new("out"), true);
         assert!(c.iter().any(|x| *x == "copy"));
     }

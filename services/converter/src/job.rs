@@ -146,4 +146,3 @@ impl Handler for Converter {
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
 }
-

@@ -49,7 +49,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .map_err(unavailable)?;
         let status = resp.status();
         if status == StatusCode::OK {
-            let claims = resp.json::<Claims>().await.map_err(|e| GatewayError::Internal(anyhow::Error::new(e).context("auth sent unreadable claims")))?;
+            let claims = resp
+                .json::<Claims>()
+                .await
+                .map_err(|e| GatewayError::Internal(anyhow::Error::new(e).context("auth sent unreadable claims")))?;
             return Ok(AuthUser(claims));
         }
         let body = resp.text().await.map_err(unavailable)?;

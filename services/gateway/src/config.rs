@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use common::config::{self, MongoSettings};
-use secrecy::SecretString;
 use common::{ConfigError, Env};
+use secrecy::SecretString;
 
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -41,10 +41,7 @@ pub async fn download(
     let length = file.length;
     let etag = format!("\"{fid}-{length}\"");
 
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .map(|v| v.to_str().is_ok_and(|v| v == etag))
-        .unwrap_or(true);
+    let if_range_ok = headers.get(header::IF_RANGE).map(|v| v.to_str().is_ok_and(|v| v == etag)).unwrap_or(true);
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) if if_range_ok => parse_range(spec, length)?,
         _ => None,

@@ -17,10 +17,8 @@ use crate::upload::{mark_queued, QUEUED_FIELD};
 pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<usize> {
     let cutoff = DateTime::from_system_time(SystemTime::now() - min_age);
     let files = state.videos.collection::<Document>("fs.files");
-    let mut cursor = files
-        .find(doc! {QUEUED_FIELD: false, "uploadDate": {"$lte": cutoff}})
-        .projection(doc! {"_id": 1, "metadata.username": 1})
-        .await?;
+    let mut cursor =
+        files.find(doc! {QUEUED_FIELD: false, "uploadDate": {"$lte": cutoff}}).projection(doc! {"_id": 1, "metadata.username": 1}).await?;
     let mut announced = 0;
     while let Some(file) = cursor.try_next().await? {
         let (Ok(oid), Ok(meta)) = (file.get_object_id("_id"), file.get_document("metadata")) else { continue };

@@ -97,7 +97,8 @@ impl Application {
         if let Err(e) = self.state.publisher.ensure_connected().await {
             tracing::warn!(error.cause_chain = ?e, "RabbitMQ not reachable yet; will connect on first upload");
         }
-        let sweep = tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
+        let sweep =
+            tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
         let app = common::http::with_tracing(router(self.state.clone()));
         let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -53,11 +53,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
 }
 
 async fn store_and_announce(state: &AppState, claims: &Claims, request: Request) -> Result<&'static str, GatewayError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload_bytes + 64 * 1024) {
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
         return Err(GatewayError::TooLarge { limit: state.max_upload_bytes });

@@ -51,7 +51,9 @@ impl Config {
             "none" => TlsMode::None,
             "starttls" => TlsMode::StartTls,
             "tls" => TlsMode::Tls,
-            other => return Err(ConfigError::Invalid { name: "SMTP_TLS", reason: format!("expected none, starttls or tls, got {other:?}") }),
+            other => {
+                return Err(ConfigError::Invalid { name: "SMTP_TLS", reason: format!("expected none, starttls or tls, got {other:?}") })
+            }
         };
         let from = env
             .required("GMAIL_ADDRESS")?
@@ -95,7 +97,8 @@ mod tests {
     fn names_what_is_wrong() {
         let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com")])).unwrap_err();
         assert!(e.to_string().contains("GMAIL_PASSWORD"));
-        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("SMTP_AUTH", "false"), ("SMTP_TLS", "ssl")])).unwrap_err();
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("SMTP_AUTH", "false"), ("SMTP_TLS", "ssl")]))
+            .unwrap_err();
         assert!(e.to_string().contains("SMTP_TLS"));
         let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "nope"), ("SMTP_AUTH", "false")])).unwrap_err();
         assert!(e.to_string().contains("GMAIL_ADDRESS"));

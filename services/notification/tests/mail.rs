@@ -51,7 +51,8 @@ async fn mails_the_owner_once_per_mp3() {
     // A redelivered message sends nothing new.
     publish(&names.mp3_queue, &msg.to_json()).await;
     let marker = unique_email();
-    let other = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcf".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &marker) };
+    let other =
+        JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcf".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &marker) };
     publish(&names.mp3_queue, &other.to_json()).await;
     wait_for_mails(&marker, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails_to(&to).await.unwrap().len(), 1, "no duplicate mail");
@@ -67,7 +68,11 @@ async fn tells_the_owner_when_conversion_failed() {
     publish(&names.mp3_queue, &msg.to_json()).await;
     let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails[0].subject, "MP3 Download failed");
-    assert!(mails[0].text.contains("65f0c0ffee0123456789abce") && mails[0].text.contains("the video has no audio track"), "{}", mails[0].text);
+    assert!(
+        mails[0].text.contains("65f0c0ffee0123456789abce") && mails[0].text.contains("the video has no audio track"),
+        "{}",
+        mails[0].text
+    );
     testkit::delete_queues(&[&names.mp3_queue]).await;
 }
 
