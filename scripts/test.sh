@@ -89,6 +89,14 @@ export TEST_MAILDEV_URL=${TEST_MAILDEV_URL:-http://127.0.0.1:1080}
 log "TEST_MYSQL_URL=$TEST_MYSQL_URL TEST_AMQP_URL=$TEST_AMQP_URL TEST_MONGODB_URI=<set>" \
   "TEST_SMTP_HOST=$TEST_SMTP_HOST TEST_SMTP_PORT=$TEST_SMTP_PORT TEST_MAILDEV_URL=$TEST_MAILDEV_URL"
 
+# Each test makes its own MySQL database and user (auth_t_*); drop those of earlier runs.
+mysql_url_user=${TEST_MYSQL_URL#mysql://}
+mysql_url_user=${mysql_url_user%%@*}
+mysql --protocol=tcp -h127.0.0.1 -P3306 -u"$mysql_url_user" -N -e "
+  SELECT CONCAT('DROP DATABASE \`', schema_name, '\`;') FROM information_schema.schemata WHERE schema_name LIKE 'auth\\_t\\_%';
+  SELECT CONCAT('DROP USER \'', user, '\'@\'', host, '\';') FROM mysql.user WHERE user LIKE 'auth\\_t\\_%';" |
+  mysql --protocol=tcp -h127.0.0.1 -P3306 -u"$mysql_url_user" || log "could not drop old test databases (continuing)"
+
 # --- build ------------------------------------------------------------------------------------
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
