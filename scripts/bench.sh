@@ -32,7 +32,8 @@ usage: scripts/bench.sh [-h|--help] [--quick]
        BENCH_PERF=1       also record perf profiles of the gateway and SecantusDB (hot section)
        BENCH_SECTIONS     comma-separated subset of footprint,upload,download,hot,conversion,
                           throughput (default: all), e.g. to profile one part
-  Exit status: 0 when every figure passes, 1 when one fails, 2 on a usage error.
+  Exit status: 0 when every figure passes, 3 when one misses its target, 2 on a usage error,
+  1 when the run itself failed (its work directory with the logs is kept then).
   The table is also written to .dev/bench-{quick,full}.txt.
 EOF
 }
@@ -104,12 +105,12 @@ RAW=$WORK/raw.txt
 : >"$RAW"
 
 # --- clean-up ---------------------------------------------------------------------------------
-PIDS=()       # every process this script started and still has to stop
-QUEUES=()     # queue names this run declared (their .retry/.dead too)
-MYSQL_DB=""   # the MySQL database and user this run created
+PIDS=()     # every process this script started and still has to stop
+MYSQL_DB="" # the MySQL database and user this run created
 MONGO_PID=""
 MONGO_URI=${BENCH_MONGODB_URI:-}
-MONGO_DBS=()  # databases to drop when using a given BENCH_MONGODB_URI
+# $WORK/queues and $WORK/mongo-dbs list the queues (with their .retry/.dead) and the MongoDB
+# databases this run used.
 
 stop_pid() {
   local pid=$1 i
@@ -128,19 +129,21 @@ cleanup() {
   trap - EXIT INT TERM
   set +e
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if ((${#QUEUES[@]})) && [[ -x $BIN/bench ]]; then
-    "$BIN/bench" amqp-clean --amqp "$AMQP" --queues "$(IFS=,; echo "${QUEUES[*]}")" 2>/dev/null
+  if [[ -s $WORK/queues && -x $BIN/bench ]]; then
+    "$BIN/bench" amqp-clean --amqp "$AMQP" --queues "$(sort -u "$WORK/queues" | paste -sd,)" ||
+      log "could not delete the queues listed in $WORK/queues"
   fi
   if [[ -n $MYSQL_DB ]]; then
     mysql_root -e "DROP DATABASE IF EXISTS \`$MYSQL_DB\`; DROP USER IF EXISTS '$MYSQL_DB'@'%'; DROP USER IF EXISTS '$MYSQL_DB'@'localhost';" 2>/dev/null
   fi
   if [[ -n $MONGO_PID ]]; then
     stop_pid "$MONGO_PID"
-  elif ((${#MONGO_DBS[@]})) && [[ -n $MONGO_URI ]]; then
-    "$BIN/bench" drop --uri "$MONGO_URI" --db "$(IFS=,; echo "${MONGO_DBS[*]}")" 2>/dev/null
+  elif [[ -s $WORK/mongo-dbs && -n $MONGO_URI ]]; then
+    "$BIN/bench" drop --uri "$MONGO_URI" --db "$(sort -u "$WORK/mongo-dbs" | paste -sd,)" ||
+      log "could not drop the MongoDB databases listed in $WORK/mongo-dbs"
   fi
   rm -rf -- "$WORK/secantus-data" "$MEDIA"
-  if [[ ${BENCH_KEEP:-0} == 1 || $rc -ne 0 ]]; then
+  if [[ ${BENCH_KEEP:-0} == 1 || ($rc -ne 0 && $rc -ne 3) ]]; then
     log "work directory kept: $WORK (logs in $WORK/logs)"
   else
     rm -rf -- "$WORK"
@@ -260,12 +263,13 @@ else
   probe mongo-uri "$MONGO_URI" || die "BENCH_MONGODB_URI does not answer a ping"
   MONGO_DESC="given by BENCH_MONGODB_URI"
 fi
+# Names are recorded in files: these run inside $(...), where a variable would not survive.
 mdb() { # mdb NAME: a MongoDB database name of this run
-  MONGO_DBS+=("b${RUN}_$1")
+  printf 'b%s_%s\n' "$RUN" "$1" >>"$WORK/mongo-dbs"
   printf 'b%s_%s' "$RUN" "$1"
 }
 queue() { # queue NAME: a queue name of this run
-  QUEUES+=("bench-$RUN-$1")
+  printf 'bench-%s-%s\n' "$RUN" "$1" >>"$WORK/queues"
   printf 'bench-%s-%s' "$RUN" "$1"
 }
 
@@ -402,34 +406,42 @@ SMALL_FID=$("$BIN/bench" put --uri "$MONGO_URI" --db "$DL_DB" --file "$MEDIA/sma
 # --- upload ------------------------------------------------------------------------------------
 want upload && log "== upload: $BIG_LABEL through POST /upload vs. straight into GridFS"
 UP_VQ=$(queue upload-video)
-up_gw=() up_base=() up_hwm=() up_idle=()
+up_gw=() up_base=() up_hwm=() up_idle=() up_ratio=()
 for ((r = 0; r < REPS; r++)); do
   want upload || break
-  db=$(mdb "up_base$r")
-  out=$("$BIN/bench" upload --uri "$MONGO_URI" --db "$db" --file "$BIG") || die "baseline upload failed"
-  read -r secs bytes <<<"$out"
-  ((bytes == BIG_BYTES)) || die "baseline stored $bytes bytes, expected $BIG_BYTES"
-  up_base+=("$(calc "$bytes / 1048576 / $secs" 1)")
-  "$BIN/bench" drop --uri "$MONGO_URI" --db "$db"
-
-  db=$(mdb "up_gw$r")
-  start_gateway "$db" "$(mdb up_mp3s)" "$UP_VQ"
+  # A fresh gateway per repetition (VmHWM counts from process start); the order of gateway and
+  # baseline alternates so that a slow phase of the server does not always hit the same side.
+  gdb=$(mdb "up_gw$r")
+  start_gateway "$gdb" "$(mdb up_mp3s)" "$UP_VQ"
   sleep 1
   up_idle+=("$(kib "$GW_PID" VmRSS)")
-  out=$(curl -sS -o "$WORK/upload.out" -w '%{http_code} %{time_total} %{size_upload}' -H 'Expect:' \
-    -H "Authorization: Bearer $TOKEN" -F "file=@$BIG;type=video/x-matroska" "$GW_URL/upload")
-  read -r code secs sent <<<"$out"
-  [[ $code == 200 ]] || die "upload answered $code: $(head -c 300 "$WORK/upload.out")"
-  up_hwm+=("$(kib "$GW_PID" VmHWM)")
-  up_gw+=("$(calc "$BIG_BYTES / 1048576 / $secs" 1)")
-  raw "upload rep $r: gateway ${secs}s (multipart body $sent bytes), baseline ${up_base[-1]} MiB/s, gateway ${up_gw[-1]} MiB/s, VmHWM ${up_hwm[-1]} kB"
-  stop "$GW_PID"
-  "$BIN/bench" drop --uri "$MONGO_URI" --db "$db"
+  for side in $( ((r % 2)) && echo "gateway baseline" || echo "baseline gateway"); do
+    if [[ $side == baseline ]]; then
+      db=$(mdb "up_base$r")
+      out=$("$BIN/bench" upload --uri "$MONGO_URI" --db "$db" --file "$BIG") || die "baseline upload failed"
+      read -r secs bytes <<<"$out"
+      ((bytes == BIG_BYTES)) || die "baseline stored $bytes bytes, expected $BIG_BYTES"
+      up_base+=("$(calc "$bytes / 1048576 / $secs" 1)")
+      "$BIN/bench" drop --uri "$MONGO_URI" --db "$db"
+    else
+      out=$(curl -sS -o "$WORK/upload.out" -w '%{http_code} %{time_total} %{size_upload}' -H 'Expect:' \
+        -H "Authorization: Bearer $TOKEN" -F "file=@$BIG;type=video/x-matroska" "$GW_URL/upload")
+      read -r code secs sent <<<"$out"
+      [[ $code == 200 ]] || die "upload answered $code: $(head -c 300 "$WORK/upload.out")"
+      up_hwm+=("$(kib "$GW_PID" VmHWM)")
+      up_gw+=("$(calc "$BIG_BYTES / 1048576 / $secs" 1)")
+      stop "$GW_PID"
+      "$BIN/bench" drop --uri "$MONGO_URI" --db "$gdb"
+    fi
+    sleep 1
+  done
+  up_ratio+=("$(calc "${up_gw[-1]} / ${up_base[-1]}" 3)")
+  raw "upload rep $r: gateway ${up_gw[-1]} MiB/s (multipart body $sent bytes), baseline ${up_base[-1]} MiB/s, ratio ${up_ratio[-1]}, VmHWM ${up_hwm[-1]} kB"
 done
 if want upload; then
   gw=$(median "${up_gw[@]}")
   base=$(median "${up_base[@]}")
-  ratio=$(calc "$gw / $base")
+  ratio=$(calc "$(median "${up_ratio[@]}")")
   row "upload $BIG_LABEL: gateway throughput" "$gw MiB/s" "$base MiB/s" "$ratio" ">= 0.80x" "$ratio >= 0.8"
   hwm=$(mib_of_kib "$(median "${up_hwm[@]}")")
   row "upload: gateway peak RSS (VmHWM)" "$hwm MiB" "" "" "< 64 MiB" "$hwm < 64"
@@ -438,7 +450,7 @@ fi
 
 # --- download ----------------------------------------------------------------------------------
 want download && log "== download: $BIG_LABEL through GET /download vs. a direct driver read"
-dl_gw=() dl_base=() dl_range=() dl_hwm=()
+dl_gw=() dl_base=() dl_range=() dl_hwm=() dl_ratio=()
 for ((r = 0; r < REPS; r++)); do
   want download || break
   out=$("$BIN/bench" download --uri "$MONGO_URI" --db "$DL_DB" --id "$BIG_FID" --mode driver) || die "baseline download failed"
@@ -457,7 +469,8 @@ for ((r = 0; r < REPS; r++)); do
   [[ $code == 200 && $bytes == "$BIG_BYTES" ]] || die "download answered $code with $bytes bytes"
   dl_hwm+=("$(kib "$GW_PID" VmHWM)")
   dl_gw+=("$(calc "$BIG_BYTES / 1048576 / $secs" 1)")
-  raw "download rep $r: gateway ${dl_gw[-1]} MiB/s, driver ${dl_base[-1]} MiB/s, read_range ${dl_range[-1]} MiB/s, VmHWM ${dl_hwm[-1]} kB"
+  dl_ratio+=("$(calc "${dl_gw[-1]} / ${dl_base[-1]}" 3)")
+  raw "download rep $r: ratio ${dl_ratio[-1]}, gateway ${dl_gw[-1]} MiB/s, driver ${dl_base[-1]} MiB/s, read_range ${dl_range[-1]} MiB/s, VmHWM ${dl_hwm[-1]} kB"
   if ((r == 0)); then
     range=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' -r 1000-2023 \
       -H "Authorization: Bearer $TOKEN" "$GW_URL/download?fid=$BIG_FID")
@@ -468,7 +481,7 @@ done
 if want download; then
   gw=$(median "${dl_gw[@]}")
   base=$(median "${dl_base[@]}")
-  ratio=$(calc "$gw / $base")
+  ratio=$(calc "$(median "${dl_ratio[@]}")")
   row "download $BIG_LABEL: gateway throughput" "$gw MiB/s" "$base MiB/s" "$ratio" ">= 0.80x" "$ratio >= 0.8"
   row "download: read_range (gateway's reader), direct" "$(median "${dl_range[@]}") MiB/s" "$base MiB/s" "$(calc "$(median "${dl_range[@]}") / $base")" "" ""
   hwm=$(mib_of_kib "$(median "${dl_hwm[@]}")")
@@ -509,7 +522,7 @@ EOF
         auth) printf 'auth=%s ' "$(cpu_ticks "$AUTH_PID")" ;;
       esac
     done
-    printf 'machine=%s\n' "$(sys_ticks | cut -d' ' -f1)"
+    printf '\n'
   }
   # cpu_per_request BEFORE AFTER REQUESTS: CPU ms per request of each process
   cpu_per_request() {
@@ -594,7 +607,7 @@ if want conversion; then
     ids=$("$BIN/bench" put --uri "$MONGO_URI" --db "$CONV_VDB" --file "$1" --count "$REPS") || die "storing $1 failed"
     out=$("$BIN/bench" jobs --amqp "$AMQP" --video-queue "$CONV_VQ" --mp3-queue "$CONV_MQ" --username "$EMAIL" \
       --ids "$(paste -sd, <<<"$ids")") || die "conversion jobs failed; logs in $LOGS"
-    mapfile -t JOBS < <(grep -v '^total' <<<"$out")
+    mapfile -t JOBS < <(awk '$1 != "total" {printf "%.3f\n", $1}' <<<"$out")
     JOB_IDS=$(paste -sd, <<<"$ids")
   }
   for s in "${CONV_SECONDS[@]}"; do
@@ -721,4 +734,4 @@ stop "$AUTH_PID"
   printf '\nraw measurements:\n'
   sed 's/^/  /' "$RAW"
 } | tee "$MP3C_DEV_DIR/bench-$MODE.txt"
-exit "$FAILED"
+exit $((FAILED ? 3 : 0))

@@ -235,9 +235,8 @@ async fn jobs(args: &Args) -> anyhow::Result<()> {
     let conn = amqp::connect(&url).await?;
     let ch = conn.create_channel().await?;
     amqp::declare_topology(&ch, &mp3_queue).await?;
-    let mut deliveries = ch
-        .basic_consume(&mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-        .await?;
+    let mut deliveries =
+        ch.basic_consume(&mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
     let first = Instant::now();
     if burst {
         for id in &ids {
