@@ -148,9 +148,9 @@ fn async_stream(
     end: u64,
 ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let to_io = |e: mongodb::error::Error| std::io::Error::other(e);
-    futures_util::stream::once(async move {
-        chunks.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "data": 1}).batch_size(16).await
-    })
+    futures_util::stream::once(
+        async move { chunks.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "data": 1}).batch_size(4).await },
+    )
     .map_err(to_io)
     .map_ok(move |cursor| {
         cursor.map_err(to_io).enumerate().map(move |(i, item)| {

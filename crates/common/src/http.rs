@@ -24,6 +24,19 @@ pub fn with_tracing(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// The listener with `TCP_NODELAY` on every accepted connection: a streamed response goes out
+/// as a headers write then small body writes, which Nagle's algorithm would hold back for the
+/// client's delayed ACK (~40 ms per request).
+pub fn no_delay(listener: tokio::net::TcpListener) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "failed to set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}
+
 /// Runs an axum server whose graceful shutdown is tied to `shutdown`; once shutdown starts,
 /// requests in flight get `grace` to finish before the connections are dropped.
 pub async fn serve_with_grace<S>(server: S, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()>

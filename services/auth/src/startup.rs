@@ -57,7 +57,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "auth listening");
         let app = common::http::with_tracing(router(self.state.clone()));
-        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let server = axum::serve(common::http::no_delay(self.listener), app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         common::http::serve_with_grace(server, shutdown, self.grace).await?;
         self.state.pool.close().await;

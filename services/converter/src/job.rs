@@ -68,7 +68,6 @@ impl Converter {
             .tempdir_in(&self.config.tmp_dir)
             .map_err(|e| retry("cannot create a temporary directory", e.into()))?;
         let input = dir.path().join("video");
-        let output = dir.path().join("audio.mp3");
 
         let mut out = tokio::fs::File::create(&input).await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
         let mut chunks = std::pin::pin!(gridfs::read_range(&self.videos, &file, 0, file.length.saturating_sub(1)));
@@ -80,8 +79,22 @@ impl Converter {
         out.flush().await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
         drop(out);
 
+        // The re-encode starts alongside ffprobe: for the usual source (AAC and the like) the
+        // probe's time is then hidden behind the encode. When the probe says the audio already
+        // is MP3, or that there is nothing to convert, the encode is dropped (and its ffmpeg
+        // killed: kill_on_drop).
         let timeout = self.config.ffmpeg_timeout;
-        let probe = match ffmpeg::probe(&self.config.ffprobe, &input, timeout).await {
+        let reencoded = dir.path().join("reencoded.mp3");
+        let mut encode = std::pin::pin!(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, timeout));
+        let mut probe = std::pin::pin!(ffmpeg::probe(&self.config.ffprobe, &input, timeout));
+        let mut encoded = None;
+        let probe = loop {
+            tokio::select! {
+                p = &mut probe => break p,
+                e = &mut encode, if encoded.is_none() => encoded = Some(e),
+            }
+        };
+        let probe = match probe {
             Ok(p) => p,
             Err(FfError::Failed { .. } | FfError::BadProbe(_)) => {
                 return Err(Outcome::Fail("the uploaded file is not a video or audio file ffmpeg can read".into()))
@@ -92,7 +105,17 @@ impl Converter {
             return Err(Outcome::Fail("the video has no audio track".into()));
         };
         let copy = codec == "mp3";
-        match ffmpeg::convert(&self.config.ffmpeg, &input, &output, copy, timeout).await {
+        let (result, output) = if copy {
+            let copied = dir.path().join("copied.mp3");
+            (ffmpeg::convert(&self.config.ffmpeg, &input, &copied, true, timeout).await, copied)
+        } else {
+            let result = match encoded {
+                Some(done) => done,
+                None => encode.await,
+            };
+            (result, reencoded.clone())
+        };
+        match result {
             Ok(()) => {}
             Err(e @ FfError::Failed { .. }) => return Err(Outcome::Fail(format!("the audio track could not be converted: {e}"))),
             Err(e) => return Err(retry("ffmpeg did not finish", e.into())),

@@ -100,7 +100,7 @@ impl Application {
         let sweep =
             tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
         let app = common::http::with_tracing(router(self.state.clone()));
-        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let server = axum::serve(common::http::no_delay(self.listener), app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let result = common::http::serve_with_grace(server, shutdown, self.config.shutdown_grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), sweep).await;
