@@ -482,7 +482,7 @@ exec ffmpeg -re "$@"
             async move {
                 let mut entries = std::fs::read_dir(&staging).ok()?.flatten();
                 let dir = entries.find(|e| e.file_name().to_string_lossy().starts_with("mp3converter-"))?;
-                let len = std::fs::metadata(dir.path().join("audio.mp3")).ok()?.len();
+                let len = std::fs::metadata(dir.path().join("reencoded.mp3")).ok()?.len();
                 (len >= 8 * 1024).then_some(len)
             }
         })
