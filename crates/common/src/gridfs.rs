@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::{AsyncWriteExt as _, Stream, StreamExt, TryStreamExt};
+use futures_util::{AsyncWriteExt as _, Stream, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, Document};
 use mongodb::error::{ErrorKind, GridFsErrorKind};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
@@ -120,10 +120,13 @@ pub async fn find_file(db: &Database, filter: Document) -> anyhow::Result<Option
 
 #[derive(Deserialize)]
 struct ChunkData {
+    n: i64,
     data: Binary,
 }
 
-/// Streams bytes `start..=end` of `file` in order, reading only the chunks that hold them.
+/// Streams bytes `start..=end` of `file` in order, reading only the chunks that hold them
+/// (`end` < `file.length`). A chunk that is missing, out of place or of the wrong size is an
+/// error, never silently shifted or truncated data.
 pub fn read_range(
     db: &Database,
     file: &FilesCollectionDocument,
@@ -132,39 +135,39 @@ pub fn read_range(
 ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let chunks = db.collection::<ChunkData>("fs.chunks");
     let chunk = u64::from(file.chunk_size_bytes.max(1));
-    let first = start / chunk;
-    let last = end / chunk;
-    let files_id = file.id.clone();
-    let filter = doc! {"files_id": files_id, "n": {"$gte": first as i64, "$lte": last as i64}};
-    async_stream(chunks, filter, first, chunk, start, end)
+    let length = file.length;
+    let (first, last) = (start / chunk, end / chunk);
+    let filter = doc! {"files_id": file.id.clone(), "n": {"$gte": first as i64, "$lte": last as i64}};
+    let to_io = |e: mongodb::error::Error| std::io::Error::other(e);
+    futures_util::stream::try_unfold((Chunks::NotOpened(chunks, filter), first), move |(chunks, n)| async move {
+        if n > last {
+            return Ok(None);
+        }
+        let mut cursor = match chunks {
+            Chunks::Open(cursor) => *cursor,
+            // 4 chunks (4 MiB) a batch: the next batch is fetched while these are sent, and
+            // peak memory stays a few chunks whatever the file size.
+            Chunks::NotOpened(coll, filter) => {
+                coll.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "n": 1, "data": 1}).batch_size(4).await.map_err(to_io)?
+            }
+        };
+        let data = match cursor.try_next().await.map_err(to_io)? {
+            Some(ChunkData { n: got, data }) if got == n as i64 => data.bytes,
+            _ => return Err(std::io::Error::other(format!("GridFS chunk {n} is missing"))),
+        };
+        let chunk_start = n * chunk;
+        let expected = chunk.min(length.saturating_sub(chunk_start));
+        if data.len() as u64 != expected {
+            return Err(std::io::Error::other(format!("GridFS chunk {n} has {} bytes, expected {expected}", data.len())));
+        }
+        let from = start.saturating_sub(chunk_start) as usize;
+        let to = (end + 1 - chunk_start).min(expected) as usize;
+        Ok(Some((bytes::Bytes::from(data).slice(from..to), (Chunks::Open(Box::new(cursor)), n + 1))))
+    })
 }
 
-fn async_stream(
-    chunks: mongodb::Collection<ChunkData>,
-    filter: Document,
-    first: u64,
-    chunk: u64,
-    start: u64,
-    end: u64,
-) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    let to_io = |e: mongodb::error::Error| std::io::Error::other(e);
-    futures_util::stream::once(
-        async move { chunks.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "data": 1}).batch_size(4).await },
-    )
-    .map_err(to_io)
-    .map_ok(move |cursor| {
-        cursor.map_err(to_io).enumerate().map(move |(i, item)| {
-            let item = item?;
-            let n = first + i as u64;
-            let chunk_start = n * chunk;
-            let data = item.data.bytes;
-            let from = start.saturating_sub(chunk_start) as usize;
-            let to = ((end + 1 - chunk_start) as usize).min(data.len());
-            if from > to {
-                return Err(std::io::Error::other(format!("GridFS chunk {n} is shorter than expected")));
-            }
-            Ok(bytes::Bytes::from(data).slice(from..to))
-        })
-    })
-    .try_flatten()
+/// Where a [`read_range`] stream stands: the query not sent yet, or its cursor.
+enum Chunks {
+    NotOpened(mongodb::Collection<ChunkData>, Document),
+    Open(Box<mongodb::Cursor<ChunkData>>),
 }

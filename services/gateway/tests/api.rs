@@ -100,7 +100,7 @@ async fn gateway_read_all(gw: &TestGateway, id: ObjectId) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_publish_answers_503_and_removes_the_video() {
+async fn an_unreachable_broker_answers_503_and_stores_nothing() {
     // A broker address where nothing listens.
     let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
     let gw = spawn(&[("AMQP_URL", &dead), ("DEPENDENCY_TIMEOUT_SECONDS", "2")]).await;
@@ -108,7 +108,7 @@ async fn a_failed_publish_answers_503_and_removes_the_video() {
     let (status, body) = upload(&gw, "a.mkv", std::fs::read(media(Media::Mkv, 2)).unwrap()).await;
     assert_eq!((status, body.as_str()), (503, "service unavailable; try again later"));
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(video_files(&gw).await.is_empty(), "the unannounced video was deleted");
+    assert!(video_files(&gw).await.is_empty(), "nothing stored for an upload that could not be announced");
     let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
     assert_eq!((ready.status().as_u16(), ready.text().await.unwrap().as_str()), (503, "rabbitmq unavailable"));
 }
@@ -166,4 +166,65 @@ async fn downloads_support_ranges_and_etags() {
     let stale = client.get(&url).bearer_auth(&gw.token).header("range", "bytes=0-9").header("if-range", "\"old\"").send().await.unwrap();
     assert_eq!(stale.status(), 200);
     assert_eq!(stale.bytes().await.unwrap().len(), data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_fail_on_missing_or_damaged_chunks() {
+    use futures_util::TryStreamExt;
+    let gw = spawn(&[]).await;
+    let db = &gw.state.videos;
+    // Two and a half chunks of distinct bytes.
+    let bytes: Vec<u8> = (0..common::gridfs::CHUNK_SIZE as usize * 5 / 2).map(|i| (i % 251) as u8).collect();
+    let id = ObjectId::new();
+    common::gridfs::upload(&common::gridfs::bucket(db), id, "x.mkv", doc! {}, &bytes[..]).await.unwrap();
+    let read = |start: u64, end: u64| async move {
+        let file = common::gridfs::find_file(db, doc! {"_id": id}).await.unwrap().unwrap();
+        common::gridfs::read_range(db, &file, start, end).try_collect::<Vec<bytes::Bytes>>().await.map(|c| c.concat())
+    };
+    let len = bytes.len() as u64;
+    assert_eq!(read(0, len - 1).await.unwrap(), bytes);
+    assert_eq!(read(1_000_000, 2_200_000).await.unwrap(), &bytes[1_000_000..=2_200_000]);
+
+    let chunks = db.collection::<Document>("fs.chunks");
+    // A short middle chunk is an error, not a shorter body.
+    chunks
+        .update_one(
+            doc! {"files_id": id, "n": 1},
+            doc! {"$set": {"data": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3] }}},
+        )
+        .await
+        .unwrap();
+    let err = read(0, len - 1).await.unwrap_err();
+    assert!(err.to_string().contains("chunk 1 has 3 bytes"), "{err}");
+    // A missing middle chunk is an error, not the next chunk's bytes in its place.
+    chunks.delete_one(doc! {"files_id": id, "n": 1}).await.unwrap();
+    let err = read(0, len - 1).await.unwrap_err();
+    assert!(err.to_string().contains("chunk 1 is missing"), "{err}");
+    // So is a missing last chunk, even for a range that starts after the gap.
+    chunks.delete_one(doc! {"files_id": id, "n": 2}).await.unwrap();
+    let err = read(len - 10, len - 1).await.unwrap_err();
+    assert!(err.to_string().contains("chunk 2 is missing"), "{err}");
+    // The first chunk alone still reads.
+    assert_eq!(read(0, 99).await.unwrap(), &bytes[..100]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_x_forwarded_for_does_not_escape_the_per_address_login_limit() {
+    // No trusted proxy (the default): the gateway passes its peer's address, never the client's claim.
+    let gw = spawn(&[]).await;
+    let client = reqwest::Client::new();
+    let login = |i: usize| {
+        client
+            .post(format!("{}/login", gw.base))
+            .basic_auth(unique_email(), Some("wrong"))
+            .header("x-forwarded-for", format!("198.51.100.{}", i % 250))
+            .send()
+    };
+    // The auth service's default: 50 failures per address in the window.
+    for i in 0..50 {
+        assert_eq!(login(i).await.unwrap().status(), 401);
+    }
+    let blocked = login(50).await.unwrap();
+    assert_eq!(blocked.status(), 429, "a new X-Forwarded-For each time must not reset the count");
+    assert!(blocked.headers().contains_key("retry-after"));
 }
