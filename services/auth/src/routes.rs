@@ -57,13 +57,13 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
     Some((user.to_owned(), SecretString::from(pass.to_owned())))
 }
 
-/// The client's address: the first `X-Forwarded-For` hop (set by the ingress and gateway),
-/// else the peer.
+/// The client's address: the last `X-Forwarded-For` entry (the one the gateway set; auth is
+/// reached only through it), else the peer.
 fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| peer.ip().to_string())
@@ -82,12 +82,15 @@ async fn login(
         return Err(AuthError::RateLimited { retry_after_secs: wait });
     }
 
+    // The address as stored goes into the token, not as typed: the column's collation matches
+    // `Georgio@Email.com` to `georgio@email.com`, and ownership and mail follow the token.
     let user = match username.parse::<Email>() {
-        Ok(email) => sqlx::query_as::<_, (String, bool)>("SELECT password, admin FROM `user` WHERE email = ?")
-            .bind(email.as_str())
-            .fetch_optional(&state.pool)
-            .await?
-            .map(|(hash, admin)| (email, hash, admin)),
+        Ok(email) => {
+            sqlx::query_as::<_, (String, String, bool)>("SELECT email, password, admin FROM `user` WHERE email = ?")
+                .bind(email.as_str())
+                .fetch_optional(&state.pool)
+                .await?
+        }
         Err(_) => None,
     };
     // Unknown users are checked against a dummy hash: same work, same answer, same time.
@@ -99,7 +102,7 @@ async fn login(
     match user {
         Some((email, _, _)) if matches => {
             state.by_email.reset(&email_key);
-            let token = state.keys.issue(email.as_str(), admin).map_err(AuthError::Internal)?;
+            let token = state.keys.issue(&email, admin).map_err(AuthError::Internal)?;
             tracing::info!(user = %email, "login succeeded");
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response())
         }

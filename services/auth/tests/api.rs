@@ -47,6 +47,15 @@ async fn login_issues_a_token_that_validates_to_the_contract_claims() {
     assert_eq!(claims["admin"], true);
     let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
     assert_eq!(exp - iat, 86_400, "a day, as in the original");
+
+    // Typed in other letter case, the login succeeds and the token names the address as stored
+    // (downloads are matched and mail is sent by it).
+    let resp = login(&app, &email.to_uppercase(), "Password123!").await;
+    assert_eq!(resp.status(), 200);
+    let token = resp.text().await.unwrap();
+    let resp = reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(&token).send().await.unwrap();
+    let claims: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(claims["username"], email.as_str());
 }
 
 #[tokio::test]

@@ -63,6 +63,27 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// The client's address: the peer, or behind `hops` trusted proxies, the entry they appended to
+/// `X-Forwarded-For` (`hops` from the right of the header followed by the peer). Entries left
+/// of that were written by the client and are ignored, so a client can't pick the address its
+/// failed logins are counted against.
+pub fn client_address(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> String {
+    let peer = peer.ip().to_string();
+    if hops == 0 {
+        return peer;
+    }
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    // With fewer entries than trusted hops, the left-most one is the best we know.
+    chain.len().checked_sub(hops).and_then(|i| chain.get(i)).or(chain.first()).map_or(peer, |a| (*a).to_owned())
+}
+
 /// `POST /login`: the auth service's answer, status and body, passed through.
 #[instrument(skip_all)]
 pub async fn login(
@@ -75,11 +96,8 @@ pub async fn login(
         req = req.header(header::AUTHORIZATION, v.clone());
     }
     // Let auth rate-limit by the real client, not by the gateway's address.
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(chain) => format!("{chain}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    let resp = req.header("x-forwarded-for", forwarded).send().await.map_err(unavailable)?;
+    let client = client_address(&headers, peer, state.trusted_proxy_hops);
+    let resp = req.header("x-forwarded-for", client).send().await.map_err(unavailable)?;
     let mut out = Response::builder().status(resp.status());
     for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
         if let Some(v) = resp.headers().get(&name) {
@@ -88,4 +106,30 @@ pub async fn login(
     }
     let body = resp.bytes().await.map_err(unavailable)?;
     Ok(out.body(Body::from(body)).map_err(|e| GatewayError::Internal(e.into()))?.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_trusted_hops_name_the_client() {
+        let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
+        // Directly exposed: whatever the client claims, the peer is the client.
+        assert_eq!(client_address(&headers(&["1.2.3.4"]), peer, 0), "10.0.0.9");
+        // Behind one proxy (the ingress), which appended the real client to the client's own claims.
+        assert_eq!(client_address(&headers(&["6.6.6.6, 203.0.113.7"]), peer, 1), "203.0.113.7");
+        assert_eq!(client_address(&headers(&["6.6.6.6", "203.0.113.7"]), peer, 1), "203.0.113.7");
+        assert_eq!(client_address(&headers(&["6.6.6.6, 203.0.113.7, 10.0.0.2"]), peer, 2), "203.0.113.7");
+        assert_eq!(client_address(&headers(&["203.0.113.7"]), peer, 3), "203.0.113.7");
+        assert_eq!(client_address(&headers(&[]), peer, 1), "10.0.0.9");
+    }
 }

@@ -23,6 +23,10 @@ pub struct Config {
     /// How long a request waits on auth, MongoDB or RabbitMQ before answering 503.
     pub dependency_timeout: Duration,
     pub auth_pool_max_idle: usize,
+    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of the gateway append to
+    /// `X-Forwarded-For` (1 behind the ingress). The client address that logins are
+    /// rate-limited by is taken that many entries from the right; 0 trusts no header.
+    pub trusted_proxy_hops: usize,
     /// How often the outbox sweep looks for stored but unannounced videos.
     pub outbox_interval: Duration,
     /// How old an unannounced video must be before the sweep announces it (younger ones may
@@ -49,6 +53,7 @@ impl Config {
             max_upload_bytes: env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
             dependency_timeout: env.seconds_or("DEPENDENCY_TIMEOUT_SECONDS", 5)?,
             auth_pool_max_idle: env.parse_or("AUTH_POOL_MAX_IDLE", 32)?,
+            trusted_proxy_hops: env.parse_or("TRUSTED_PROXY_HOPS", 0)?,
             outbox_interval: env.seconds_or("OUTBOX_INTERVAL_SECONDS", 30)?,
             outbox_min_age: env.seconds_or("OUTBOX_MIN_AGE_SECONDS", 120)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,

@@ -29,6 +29,7 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub video_queue: String,
     pub max_upload_bytes: u64,
+    pub trusted_proxy_hops: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,6 +81,7 @@ impl Application {
             publisher: Arc::new(publisher),
             video_queue: config.video_queue.clone(),
             max_upload_bytes: config.max_upload_bytes,
+            trusted_proxy_hops: config.trusted_proxy_hops,
         };
         Ok(Self { listener, state, config })
     }
