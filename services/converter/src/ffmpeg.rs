@@ -31,7 +31,24 @@ pub enum FfError {
 pub struct Probe {
     /// Codec of the first audio stream, if there is one.
     pub audio_codec: Option<String>,
-    pub duration_secs: Option<f64>,
+}
+
+/// Checks, without running it, that `program` is an executable file (a bare name is looked up
+/// on `PATH`), so that a missing ffmpeg stops the converter at start-up instead of failing
+/// every job.
+pub fn ensure_executable(program: &Path) -> Result<(), FfError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if program.components().count() > 1 {
+        executable(program)
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(FfError::NotFound { program: program.display().to_string() })
+    }
 }
 
 async fn run(program: &Path, args: &[&std::ffi::OsStr], timeout: Duration) -> Result<Vec<u8>, FfError> {
@@ -69,7 +86,6 @@ fn tail(stderr: &[u8]) -> String {
 struct ProbeJson {
     #[serde(default)]
     streams: Vec<StreamJson>,
-    format: Option<FormatJson>,
 }
 
 #[derive(Deserialize)]
@@ -78,29 +94,20 @@ struct StreamJson {
     codec_name: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct FormatJson {
-    duration: Option<String>,
-}
-
 pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Probe, FfError> {
-    let args: [&std::ffi::OsStr; 8] = [
+    let args: [&std::ffi::OsStr; 7] = [
         "-v".as_ref(),
         "error".as_ref(),
         "-print_format".as_ref(),
         "json".as_ref(),
         "-show_streams".as_ref(),
-        "-show_format".as_ref(),
         "--".as_ref(),
         input.as_os_str(),
     ];
     let out = run(ffprobe, &args, timeout).await?;
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
     let audio = parsed.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
-    Ok(Probe {
-        audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()),
-        duration_secs: parsed.format.and_then(|f| f.duration).and_then(|d| d.parse().ok()),
-    })
+    Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()) })
 }
 
 /// The ffmpeg arguments: the first audio track only (video, subtitles and data are not even
@@ -149,6 +156,15 @@ mod tests {
     async fn missing_program_is_named() {
         let e = probe(Path::new("/nonexistent/ffprobe"), Path::new("x"), Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(e, FfError::NotFound { .. }), "{e}");
+    }
+
+    #[test]
+    fn executables_are_found_on_path_or_by_path() {
+        assert!(ensure_executable(Path::new("sh")).is_ok());
+        assert!(ensure_executable(Path::new("/bin/sh")).is_ok());
+        assert!(matches!(ensure_executable(Path::new("no-such-ffmpeg")), Err(FfError::NotFound { .. })));
+        let not_executable = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(ensure_executable(not_executable.path()), Err(FfError::NotFound { .. })));
     }
 
     #[tokio::test]

@@ -85,7 +85,8 @@ impl Converter {
         // killed: kill_on_drop).
         let timeout = self.config.ffmpeg_timeout;
         let reencoded = dir.path().join("reencoded.mp3");
-        let mut encode = std::pin::pin!(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, timeout));
+        // Boxed, not pinned on the stack, so that it can be dropped before the stream copy.
+        let mut encode = Box::pin(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, timeout));
         let mut probe = std::pin::pin!(ffmpeg::probe(&self.config.ffprobe, &input, timeout));
         let mut encoded = None;
         let probe = loop {
@@ -106,6 +107,7 @@ impl Converter {
         };
         let copy = codec == "mp3";
         let (result, output) = if copy {
+            drop(encode);
             let copied = dir.path().join("copied.mp3");
             (ffmpeg::convert(&self.config.ffmpeg, &input, &copied, true, timeout).await, copied)
         } else {
@@ -117,7 +119,11 @@ impl Converter {
         };
         match result {
             Ok(()) => {}
-            Err(e @ FfError::Failed { .. }) => return Err(Outcome::Fail(format!("the audio track could not be converted: {e}"))),
+            Err(e @ FfError::Failed { .. }) => {
+                // ffmpeg's own words (paths, internals) go to the log; the owner is told what happened.
+                tracing::warn!(error = %e, "ffmpeg could not convert the audio track");
+                return Err(Outcome::Fail("the audio track could not be converted to MP3".into()));
+            }
             Err(e) => return Err(retry("ffmpeg did not finish", e.into())),
         }
 

@@ -18,6 +18,9 @@ pub struct Application {
 impl Application {
     /// Starts the health server (port 0 picks a free one) and prepares the clients.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        for program in [&config.ffmpeg, &config.ffprobe] {
+            crate::ffmpeg::ensure_executable(program)?;
+        }
         let mongo = gridfs::client(&config.mongo, Duration::from_secs(10), (config.concurrency as u32 * 2).max(4)).await?;
         let publisher = Publisher::new(config.amqp_url.clone(), vec![config.mp3_queue.clone()], Duration::from_secs(10));
         let settings = ConsumerSettings {

@@ -140,3 +140,12 @@ async fn mp3_audio_is_copied_not_reencoded() {
     assert!((file.length as f64 - expected).abs() < expected * 0.1, "{} bytes, expected about {expected}", file.length);
     testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
 }
+
+#[tokio::test]
+async fn refuses_to_start_without_ffmpeg() {
+    let names = Names::new();
+    let mut env = testkit::env_of(&[&names.env()]);
+    env.set("HEALTH_PORT", "0").set("FFMPEG_PATH", "/nonexistent/ffmpeg");
+    let err = Application::build(Config::from_env(&env).unwrap()).await.err().expect("start-up refused");
+    assert_eq!(err.to_string(), "/nonexistent/ffmpeg not found; install ffmpeg or set FFMPEG_PATH/FFPROBE_PATH");
+}
