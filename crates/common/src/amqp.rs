@@ -131,7 +131,7 @@ impl Publisher {
             }
             tracing::warn!("AMQP connection lost; reconnecting");
         }
-        *state = None;
+        discard(&mut state);
         let conn = connect(&self.url).await?;
         let ch = confirm_channel(&conn).await?;
         for q in &self.queues {
@@ -160,9 +160,20 @@ impl Publisher {
         let result =
             tokio::time::timeout(self.timeout, attempt).await.map_err(|_| anyhow!("timed out publishing to queue {queue}")).and_then(|r| r);
         if result.is_err() {
-            // Drop the channel so the next publish starts from a fresh connection.
-            *self.state.lock().await = None;
+            // The next publish starts from a fresh connection.
+            discard(&mut *self.state.lock().await);
         }
         result
+    }
+}
+
+/// Closes and forgets a connection that is no longer trusted. lapin keeps a connection (and
+/// its heartbeats) running until it is closed, so merely dropping it would leak it whenever
+/// it is still alive, e.g. after a publish that timed out.
+fn discard(state: &mut Option<(Connection, Channel)>) {
+    if let Some((conn, _)) = state.take() {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "reconnecting")).await;
+        });
     }
 }

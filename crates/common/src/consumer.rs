@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -135,7 +135,11 @@ async fn session<H: Handler>(
                     });
                 }
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    error!(error = %e, "a job task ended abnormally");
+                }
+            }
         }
     };
     ready.store(false, Ordering::SeqCst);
@@ -169,7 +173,12 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
     let job = Job { body: delivery.data.clone(), attempt };
     let span = tracing::info_span!("job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
     async {
-        let outcome = handler.handle(&job).await;
+        // A handler that panics on some input must not leave its message unsettled (holding a
+        // prefetch slot until the connection closes) nor crash-loop on it: it is a poison message.
+        let outcome = match std::panic::AssertUnwindSafe(handler.handle(&job)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Fail("internal error while processing the message".into()),
+        };
         let settled = match outcome {
             Outcome::Done => Ok(()),
             Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
@@ -195,7 +204,11 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
                 warn!(error.cause_chain = ?e, "connection lost before the message was settled; it will be redelivered");
             }
             Err(e) => {
-                error!(error.cause_chain = ?e, "could not settle the message; returning it to the queue");
+                // Paused first, so a message whose outcome can't be recorded (a notice that can't
+                // be published, say) does not come straight back and redo its work in a tight loop.
+                let pause = settings.retry.delay_before(attempt + 1);
+                error!(error.cause_chain = ?e, ?pause, "could not settle the message; returning it to the queue");
+                tokio::time::sleep(pause).await;
                 let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
             }
         }

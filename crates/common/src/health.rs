@@ -1,5 +1,5 @@
 //! The health port of the consumers: `/healthz` (the process runs) and `/readyz` (attached to
-//! its queue and its other dependencies answer).
+//! its queue; MongoDB and SMTP outages show as retried jobs, not here).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

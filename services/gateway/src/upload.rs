@@ -58,10 +58,13 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request)
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
         return Err(GatewayError::TooLarge { limit: state.max_upload_bytes });
     }
-    // With MongoDB unreachable, answer 503 within the dependency timeout: a failed GridFS write
-    // waits that long twice (the write, then the driver's clean-up of the partial file).
+    // With MongoDB or RabbitMQ unreachable, answer 503 within the dependency timeout, before
+    // reading the body: a failed GridFS write waits that long twice (the write, then the
+    // driver's clean-up of the partial file), and a video stored while the broker is away
+    // would be deleted again once its publish fails.
     let ping = state.videos.run_command(doc! {"ping": 1}).await;
     ping.map_err(|e| from_mongo(anyhow::Error::new(e).context("MongoDB is unreachable")))?;
+    state.publisher.ensure_connected().await.map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
     let mut multipart = Multipart::from_request(request, state).await.map_err(|_| GatewayError::ExactlyOneFile)?;
 
     let mut stored: Option<VideoId> = None;
