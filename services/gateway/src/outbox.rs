@@ -8,6 +8,7 @@ use common::ids::VideoId;
 use common::message::JobMessage;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
+use mongodb::IndexModel;
 use tokio_util::sync::CancellationToken;
 
 use crate::startup::AppState;
@@ -35,6 +36,11 @@ pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<u
 
 /// Runs [`sweep_once`] every `interval` until shutdown.
 pub async fn run(state: AppState, interval: Duration, min_age: Duration, shutdown: CancellationToken) {
+    // Without an index every sweep of every replica would read all video documents.
+    let index = IndexModel::builder().keys(doc! {QUEUED_FIELD: 1, "uploadDate": 1}).build();
+    if let Err(e) = state.videos.collection::<Document>("fs.files").create_index(index).await {
+        tracing::warn!(error.cause_chain = ?e, "could not create the outbox index now; the sweep still works without it");
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

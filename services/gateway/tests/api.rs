@@ -131,6 +131,14 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
     let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("announced");
     assert_eq!(msg.json()["video_fid"], id.to_hex());
     assert_eq!(msg.json()["username"], gw.email.as_str());
+
+    // The sweep's query is served by an index, made when the gateway starts.
+    let files = gw.state.videos.collection::<Document>("fs.files");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files.list_index_names().await.unwrap().iter().any(|n| n == "metadata.queued_1_uploadDate_1") {
+        assert!(std::time::Instant::now() < deadline, "no outbox index: {:?}", files.list_index_names().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     testkit::delete_queues(&[&gw.names.video_queue]).await;
 }
 

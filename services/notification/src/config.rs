@@ -60,6 +60,12 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::Invalid { name: "GMAIL_ADDRESS", reason: "not a valid email address".into() })?;
         let password = if env.bool_or("SMTP_AUTH", true)? { Some(env.required_secret("GMAIL_PASSWORD")?) } else { None };
+        if password.is_some() && tls == TlsMode::None {
+            return Err(ConfigError::Invalid {
+                name: "SMTP_TLS",
+                reason: "none would send GMAIL_PASSWORD unencrypted; use starttls or tls, or SMTP_AUTH=false".into(),
+            });
+        }
         Ok(Self {
             health_port: env.parse_or("HEALTH_PORT", 8082)?,
             amqp_url: config::amqp_url(env),
@@ -100,6 +106,9 @@ mod tests {
         let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("SMTP_AUTH", "false"), ("SMTP_TLS", "ssl")]))
             .unwrap_err();
         assert!(e.to_string().contains("SMTP_TLS"));
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("GMAIL_PASSWORD", "pw"), ("SMTP_TLS", "none")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("SMTP_TLS") && e.to_string().contains("unencrypted"), "{e}");
         let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "nope"), ("SMTP_AUTH", "false")])).unwrap_err();
         assert!(e.to_string().contains("GMAIL_ADDRESS"));
     }
