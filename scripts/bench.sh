@@ -157,10 +157,8 @@ trap 'exit 130' INT TERM
 # --- helpers ----------------------------------------------------------------------------------
 mysql_root() { mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot "$@"; }
 now_ns() { date +%s%N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 mib_of_kib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 calc() { awk "BEGIN {printf \"%.${2:-2}f\", $1}"; }
 # holds EXPR: awk truth of a comparison, e.g. holds "0.93 >= 0.8"
 holds() { awk "BEGIN {exit !($1)}"; }
