@@ -144,12 +144,12 @@ pub fn read_range(
             return Ok(None);
         }
         let mut cursor = match chunks {
-            Chunks::Open(cursor) => *cursor,
+            Chunks::Open(cursor) => cursor,
             // 4 chunks (4 MiB) a batch: the next batch is fetched while these are sent, and
             // peak memory stays a few chunks whatever the file size.
-            Chunks::NotOpened(coll, filter) => {
-                coll.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "n": 1, "data": 1}).batch_size(4).await.map_err(to_io)?
-            }
+            Chunks::NotOpened(coll, filter) => Box::new(
+                coll.find(filter).sort(doc! {"n": 1}).projection(doc! {"_id": 0, "n": 1, "data": 1}).batch_size(4).await.map_err(to_io)?,
+            ),
         };
         let data = match cursor.try_next().await.map_err(to_io)? {
             Some(ChunkData { n: got, data }) if got == n as i64 => data.bytes,
@@ -162,7 +162,7 @@ pub fn read_range(
         }
         let from = start.saturating_sub(chunk_start) as usize;
         let to = (end + 1 - chunk_start).min(expected) as usize;
-        Ok(Some((bytes::Bytes::from(data).slice(from..to), (Chunks::Open(Box::new(cursor)), n + 1))))
+        Ok(Some((bytes::Bytes::from(data).slice(from..to), (Chunks::Open(cursor), n + 1))))
     })
 }
 

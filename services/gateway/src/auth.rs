@@ -81,7 +81,7 @@ pub fn client_address(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> Str
         .filter(|v| !v.is_empty())
         .collect();
     // With fewer entries than trusted hops, the left-most one is the best we know.
-    chain.len().checked_sub(hops).and_then(|i| chain.get(i)).or(chain.first()).map_or(peer, |a| (*a).to_owned())
+    chain.get(chain.len().saturating_sub(hops)).map_or(peer, |a| (*a).to_owned())
 }
 
 /// `POST /login`: the auth service's answer, status and body, passed through.
