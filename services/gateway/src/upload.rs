@@ -215,19 +215,14 @@ struct Limited<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Read at most one byte past the limit into a sub-buffer, so an oversized read can be
-        // refused without handing the caller any of it (as tokio's `Take` does).
-        let max = usize::try_from(this.remaining.saturating_add(1)).unwrap_or(usize::MAX).min(buf.remaining());
-        let mut sub = buf.take(max);
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
-        let n = sub.filled().len();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
         if n as u64 > this.remaining {
+            // Take the read back, so the caller is handed none of an oversized read.
+            buf.set_filled(before);
             return Poll::Ready(Err(io::Error::other(TooLarge)));
         }
-        // SAFETY: `sub` covers the start of `buf`'s unfilled part and the inner reader
-        // initialised its first `n` bytes.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
         this.remaining -= n as u64;
         Poll::Ready(Ok(()))
     }
