@@ -16,6 +16,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use sqlx::{Connection, Executor, MySqlConnection};
 
+mod service_env;
+pub use service_env::{Servers, Service, ServiceEnv, Wiring};
+
 fn var_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
@@ -69,8 +72,15 @@ pub struct AuthDb {
 
 impl AuthDb {
     pub async fn create() -> anyhow::Result<Self> {
+        Self::create_named("auth_t_").await
+    }
+
+    /// A database and user named `<prefix><random>`. `scripts/test.sh` drops every `auth_t_*`
+    /// database left by earlier runs, so tools that run beside the tests (the benchmark) use
+    /// another prefix.
+    pub async fn create_named(prefix: &str) -> anyhow::Result<Self> {
         let id = unique();
-        let db = Self { database: format!("auth_t_{id}"), user: format!("auth_t_{id}"), password: format!("pw-{id}") };
+        let db = Self { database: format!("{prefix}{id}"), user: format!("{prefix}{id}"), password: format!("pw-{id}") };
         let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.context("connect to MariaDB as admin (TEST_MYSQL_URL)")?;
         conn.execute(format!("CREATE DATABASE `{}`", db.database).as_str()).await?;
         for host in ["%", "localhost"] {
@@ -80,6 +90,22 @@ impl AuthDb {
         conn.execute(format!("USE `{}`", db.database).as_str()).await?;
         conn.execute(user_table_ddl().as_str()).await?;
         Ok(db)
+    }
+
+    /// The database and application user `init.sql` creates for local development (its
+    /// DEVELOPMENT PLACEHOLDER password, never a deployment's).
+    pub fn init_sql() -> Self {
+        Self { database: "auth".into(), user: "auth_user".into(), password: "Auth123".into() }
+    }
+
+    /// Drops the database and its user.
+    pub async fn drop_all(&self) -> anyhow::Result<()> {
+        let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.context("connect to MariaDB as admin (TEST_MYSQL_URL)")?;
+        conn.execute(format!("DROP DATABASE IF EXISTS `{}`", self.database).as_str()).await?;
+        for host in ["%", "localhost"] {
+            conn.execute(format!("DROP USER IF EXISTS '{}'@'{host}'", self.user).as_str()).await?;
+        }
+        Ok(())
     }
 
     /// The `MYSQL_*` variables of the auth service for this database.
@@ -436,33 +462,17 @@ impl Stack {
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let db = AuthDb::create().await?;
         let names = Names::new();
+        let servers = Servers::from_test_env();
         let (auth_port, gateway_port, converter_health, notification_health) = (free_port(), free_port(), free_port(), free_port());
-        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let with = |own: Vec<(&str, String)>| -> Vec<(String, String)> {
-            let mut env = names.env();
-            env.extend(own.into_iter().map(|(k, v)| (k.to_owned(), v)));
-            env.extend(extra.iter().cloned());
-            env
+        let wiring = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: JWT_SECRET, auth_port };
+        let spawn = |service: Service, port: u16| {
+            let env = ServiceEnv::new(service, port, wiring).extend(extra.iter().copied());
+            Proc::spawn(service.name(), env.vars())
         };
-        let mut auth_env = db.env();
-        auth_env.extend(with(vec![("PORT", auth_port.to_string()), ("JWT_SECRET", JWT_SECRET.to_owned())]));
-        let auth = Proc::spawn("auth", &auth_env)?;
-        let gateway = Proc::spawn(
-            "gateway",
-            &with(vec![("PORT", gateway_port.to_string()), ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))]),
-        )?;
-        let converter = Proc::spawn("converter", &with(vec![("HEALTH_PORT", converter_health.to_string())]))?;
-        let notification = Proc::spawn(
-            "notification",
-            &with(vec![
-                ("HEALTH_PORT", notification_health.to_string()),
-                ("SMTP_HOST", smtp_host()),
-                ("SMTP_PORT", smtp_port()),
-                ("SMTP_TLS", "none".to_owned()),
-                ("SMTP_AUTH", "false".to_owned()),
-                ("GMAIL_ADDRESS", "mp3converter@localhost".to_owned()),
-            ]),
-        )?;
+        let auth = spawn(Service::Auth, auth_port)?;
+        let gateway = spawn(Service::Gateway, gateway_port)?;
+        let converter = spawn(Service::Converter, converter_health)?;
+        let notification = spawn(Service::Notification, notification_health)?;
         let stack =
             Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
         for (url, proc_) in [
