@@ -577,7 +577,7 @@ impl Bench {
                     hwms.push(status_kib(gw.pid(), "VmHWM")? as f64);
                     gw_rates.push(mib(self.big_bytes as f64) / secs.parse::<f64>()?);
                     gw.stop().await;
-                    tools::drop_databases(self.mongo(), &[gdb.clone()]).await?;
+                    tools::drop_databases(self.mongo(), std::slice::from_ref(&gdb)).await?;
                 } else {
                     let db = self.mdb(&format!("up_base{r}"));
                     let t = tools::upload(&self.db(&db), &self.big).await.context("baseline upload")?;
