@@ -22,6 +22,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::amqp;
 use crate::config::RetrySettings;
+use crate::trace::TraceContext;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,7 @@ pub async fn run<H: Handler>(settings: ConsumerSettings, handler: Arc<H>, shutdo
                     backoff = Duration::from_millis(500);
                 }
                 error!(error.cause_chain = ?e, queue = %settings.queue, retry_in = ?backoff, "consumer lost its connection");
+                crate::metrics::reconnected("rabbitmq");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -171,20 +173,37 @@ async fn session<H: Handler>(
 async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, delivery: Delivery) {
     let attempt = amqp::attempt_of(&delivery.properties);
     let job = Job { body: delivery.data.clone(), attempt };
-    let span = tracing::info_span!("job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
-    async {
+    // The trace the message arrived with (the upload's), or a new one for a message without.
+    let parent = crate::trace::from_amqp(delivery.properties.headers().as_ref()).as_deref().and_then(TraceContext::parse);
+    let span = tracing::info_span!(
+        "job",
+        queue = %settings.queue,
+        delivery_tag = delivery.delivery_tag,
+        attempt,
+        trace_id = tracing::field::Empty
+    );
+    let ctx = crate::telemetry::enter_trace(&span, parent);
+    let work = async {
         // A handler that panics on some input must not leave its message unsettled (holding a
         // prefetch slot until the connection closes) nor crash-loop on it: it is a poison message.
         let outcome = match std::panic::AssertUnwindSafe(handler.handle(&job)).catch_unwind().await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Fail("internal error while processing the message".into()),
         };
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Retry(_) if attempt < settings.retry.max_attempts => "retried",
+            Outcome::Retry(_) => "dead_lettered",
+            Outcome::Fail(_) => "failed",
+        };
         let settled = match outcome {
             Outcome::Done => Ok(()),
             Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
                 let delay = settings.retry.delay_before(attempt + 1);
                 warn!(%reason, ?delay, "transient failure; will retry");
-                let props = amqp::json_properties(amqp::attempt_headers(attempt + 1)).with_expiration(delay.as_millis().to_string().into());
+                let mut headers = amqp::attempt_headers(attempt + 1);
+                crate::trace::inject_amqp(&mut headers);
+                let props = amqp::json_properties(headers).with_expiration(delay.as_millis().to_string().into());
                 amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
             }
             Outcome::Retry(reason) => {
@@ -194,6 +213,7 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
         };
         match settled {
             Ok(()) => {
+                metrics::counter!(crate::metrics::JOBS, "queue" => settings.queue.clone(), "outcome" => label).increment(1);
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     // The broker will redeliver; handlers are idempotent.
                     warn!(error.cause_chain = ?e, "ack failed");
@@ -212,9 +232,10 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
                 let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
             }
         }
-    }
-    .instrument(span)
-    .await
+    };
+    // What the job publishes (the mp3 message, a failure notice, its retry, its dead letter)
+    // carries the same trace, with this job as the parent span.
+    ctx.scope(work).instrument(span).await
 }
 
 async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, job: &Job, reason: &str) -> anyhow::Result<()> {
@@ -222,6 +243,7 @@ async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, hand
     handler.on_dead_letter(job, reason).await.context("failed to report the failure")?;
     let mut headers = amqp::attempt_headers(job.attempt);
     headers.insert(amqp::REASON_HEADER.into(), amqp::reason_value(reason));
+    crate::trace::inject_amqp(&mut headers);
     amqp::publish_confirmed(ch, &amqp::dead_queue(&settings.queue), &job.body, amqp::json_properties(headers)).await
 }
 

@@ -61,6 +61,7 @@ impl Converter {
             .await
             .map_err(|e| retry("MongoDB unavailable", e))?
             .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
+        let started = std::time::Instant::now();
 
         // The directory (and everything in it) is removed when `dir` drops, on every path.
         let dir = tempfile::Builder::new()
@@ -133,6 +134,12 @@ impl Converter {
         match gridfs::upload(&gridfs::bucket(&self.mp3s), id, &format!("{video}.mp3"), metadata, mp3).await {
             Ok(bytes) => {
                 info!(mp3_fid = %id, bytes, copied = copy, "mp3 stored");
+                let took = started.elapsed().as_secs_f64();
+                let mode = if copy { "copy" } else { "reencode" };
+                metrics::histogram!(common::metrics::CONVERSION_DURATION, "mode" => mode).record(took);
+                if let Some(audio) = probe.audio_seconds.filter(|_| took > 0.0) {
+                    metrics::histogram!(common::metrics::CONVERSION_SPEED, "mode" => mode).record(audio / took);
+                }
                 Ok(Mp3Id::new(id))
             }
             Err(UploadError::Store(e)) => {
