@@ -12,9 +12,9 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::trace::{TraceContext, TRACEPARENT};
 

@@ -85,6 +85,21 @@ impl TraceContext {
         format!("{:016x}", self.span_id)
     }
 
+    /// As an OpenTelemetry remote span context (the parent of an exported span).
+    pub fn to_otel(&self) -> opentelemetry::trace::SpanContext {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        SpanContext::new(TraceId::from(self.trace_id), SpanId::from(self.span_id), TraceFlags::new(self.flags), true, TraceState::default())
+    }
+
+    /// The context of an exported span.
+    pub fn from_otel(span: &opentelemetry::trace::SpanContext) -> Self {
+        Self {
+            trace_id: u128::from_be_bytes(span.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(span.span_id().to_bytes()),
+            flags: span.trace_flags().to_u8(),
+        }
+    }
+
     /// Runs `work` with this context as the current one.
     pub fn scope<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, work)

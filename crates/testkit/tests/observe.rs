@@ -188,7 +188,8 @@ async fn a_real_prometheus_scrapes_the_four_services() {
     let prometheus = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
     let stack = Stack::start(&[]).await.expect("stack starts");
     let dir = tempfile::tempdir().unwrap();
-    let targets: Vec<String> = urls(&stack).iter().map(|(_, url)| url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned()).collect();
+    let targets: Vec<String> =
+        urls(&stack).iter().map(|(_, url)| url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned()).collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mp3converter\n    static_configs:\n      - targets: {targets:?}\n"
     );
@@ -228,7 +229,6 @@ async fn a_real_prometheus_scrapes_the_four_services() {
         }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = None;
     loop {
         // All four targets up, and the 404 download (counted by the gateway) stored.
         let up = query("sum(up{job=\"mp3converter\"})").await;
@@ -239,13 +239,81 @@ async fn a_real_prometheus_scrapes_the_four_services() {
         if value(&up) == Some(4.0) && value(&downloads) == Some(1.0) {
             break;
         }
-        last = Some((up, downloads));
         assert!(
             tokio::time::Instant::now() < deadline,
-            "prometheus did not see four healthy targets: {last:?}\n{}",
+            "prometheus did not see four healthy targets: {:?}\n{}",
+            (up, downloads),
             std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_to_the_otlp_collector_in_the_callers_trace() {
+    // A stand-in OTLP/HTTP collector: keeps every body posted to /v1/traces.
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack =
+        Stack::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")]).await.expect("stack starts");
+    let owner = unique_email();
+    let token = stack.user_token(&owner, true).await.unwrap();
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(std::fs::read(media(Media::Mp4, 2)).unwrap()).file_name("clip.mp4"));
+    let resp = reqwest::Client::new()
+        .post(stack.gateway_url("/upload"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-eee19b7ec3c1b174-01"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", stack.logs());
+    wait_for_mails(&owner, 1, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+
+    // Protobuf carries the trace id as its 16 raw bytes; each export is one process's, under its
+    // resource attribute service.name (a KeyValue: key, then an AnyValue holding a string).
+    let raw: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let service_name = |svc: &str| {
+        let mut kv = b"\x0a\x0cservice.name\x12".to_vec();
+        kv.extend([svc.len() as u8 + 2, 0x0a, svc.len() as u8]);
+        kv.extend(svc.as_bytes());
+        kv
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bodies = received.lock().unwrap().clone();
+        let missing: Vec<&str> = ["auth", "gateway", "converter", "notification"]
+            .into_iter()
+            .filter(|svc| !bodies.iter().any(|b| has(b, &raw) && has(b, &service_name(svc))))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span of trace {trace_id} from {missing:?} among {} exports\n{}",
+            bodies.len(),
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
