@@ -115,9 +115,9 @@ async fn mp3_files(mongo: &mongodb::Client, names: &Names) -> Vec<Document> {
 
 /// Publishes one persistent message to `queue` with a confirm.
 async fn publish_raw(queue: &str, body: &[u8]) {
-    let (_c, ch) = testkit::amqp_channel().await.expect("broker reachable");
+    let (conn, ch) = testkit::amqp_channel().await.expect("broker reachable");
     ch.confirm_select(Default::default()).await.unwrap();
-    amqp::declare_topology(&ch, queue).await.unwrap();
+    amqp::declare_topology(&conn, queue, None).await.unwrap();
     amqp::publish_confirmed(&ch, queue, body, amqp::json_properties(Default::default())).await.unwrap();
 }
 
