@@ -39,13 +39,22 @@ pub enum Failure {
     TooLong,
     /// Handling the file stopped the converter again and again (out of memory, crash).
     Unprocessable,
+    /// The video was gone when its job ran (its upload was refused after it was stored).
+    VideoMissing,
     /// Anything on our side (a dependency down past the retries, a bug).
     Internal,
 }
 
 impl Failure {
-    const ALL: [Failure; 6] =
-        [Failure::NotMedia, Failure::NoAudio, Failure::BadAudio, Failure::TooLong, Failure::Unprocessable, Failure::Internal];
+    const ALL: [Failure; 7] = [
+        Failure::NotMedia,
+        Failure::NoAudio,
+        Failure::BadAudio,
+        Failure::TooLong,
+        Failure::Unprocessable,
+        Failure::VideoMissing,
+        Failure::Internal,
+    ];
 
     pub fn user_text(self) -> &'static str {
         match self {
@@ -54,6 +63,7 @@ impl Failure {
             Failure::BadAudio => "the audio track could not be converted to MP3",
             Failure::TooLong => "the video took too long to convert; try a shorter or smaller file",
             Failure::Unprocessable => "the file could not be processed (it stopped the converter repeatedly); try another file",
+            Failure::VideoMissing => "the uploaded video is no longer stored; please upload it again",
             Failure::Internal => "an internal error stopped the conversion; please try again later",
         }
     }

@@ -195,8 +195,13 @@ impl Handler for Converter {
     /// internals, so they become "internal error".
     async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
         let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
-        let failure =
-            if reason.starts_with(consumer::REDELIVERY_LIMIT_REASON) { Failure::Unprocessable } else { Failure::from_text(reason) };
+        let failure = if reason.starts_with(consumer::REDELIVERY_LIMIT_REASON) {
+            Failure::Unprocessable
+        } else if reason.starts_with("video ") && reason.ends_with(" not found") {
+            Failure::VideoMissing
+        } else {
+            Failure::from_text(reason)
+        };
         let notice = JobMessage { mp3_fid: None, error: Some(failure.user_text().to_owned()), ..msg };
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
