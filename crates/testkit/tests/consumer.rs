@@ -98,9 +98,10 @@ async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
     let settings = ConsumerSettings {
         amqp_url: SecretString::from(amqp_url()),
         queue: queue.clone(),
+        max_length: None,
         prefetch: 1,
         concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50) },
+        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50), max_redeliveries: 3 },
         grace: Duration::from_secs(5),
     };
     let handler = Arc::new(Flaky { seen: Default::default() });
