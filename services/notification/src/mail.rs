@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -35,13 +35,22 @@ pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio
 }
 
 /// The mail for a message: `(dedup key, subject, body)`. Only checked values reach headers.
+/// A failure's reason is one of the fixed sentences of [`Failure`]: any other text in the
+/// message (an older converter's, with driver or OS detail) is logged and mailed as an
+/// internal error.
 pub fn compose(msg: &JobMessage) -> Result<(String, &'static str, String), String> {
     match (&msg.mp3_fid, &msg.error) {
-        (_, Some(reason)) => Ok((
-            format!("failed:{}", msg.video_fid),
-            "MP3 Download failed",
-            format!("Your video {} could not be converted to MP3.\nReason: {reason}\n", msg.video_fid),
-        )),
+        (_, Some(error)) => {
+            let failure = Failure::from_text(error);
+            if failure.user_text() != error {
+                tracing::warn!(video_fid = %msg.video_fid, %error, "failure notice with an unknown reason; mailing it as an internal error");
+            }
+            Ok((
+                format!("failed:{}", msg.video_fid),
+                "MP3 Download failed",
+                format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid),
+            ))
+        }
         (Some(fid), None) => Ok((format!("mp3:{fid}"), "MP3 Download", format!("mp3 file_id: {fid} is now ready!"))),
         (None, None) => Err("malformed message: neither mp3_fid nor error is set".into()),
     }
@@ -129,6 +138,8 @@ impl Handler for Notifier {
             Ok(parts) => parts,
             Err(reason) => return Outcome::Fail(reason),
         };
+        let kind = if msg.error.is_some() { "failed" } else { "ready" };
+        let count = |outcome: &'static str| metrics::counter!(common::metrics::EMAILS, "kind" => kind, "outcome" => outcome).increment(1);
         let mailbox = |e: &Email| e.as_str().parse::<Mailbox>();
         let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(&to)) else {
             return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
@@ -146,11 +157,18 @@ impl Handler for Notifier {
                 Ok(Claim::Mine(at)) => break at,
                 Ok(Claim::Sent) => {
                     info!(%key, "mail already sent; skipping duplicate");
+                    count("duplicate");
                     return Outcome::Done;
                 }
                 Ok(Claim::Busy) if tokio::time::Instant::now() < give_up => tokio::time::sleep(CLAIM_POLL).await,
-                Ok(Claim::Busy) => return Outcome::Retry("another delivery is still sending this mail".into()),
-                Err(e) => return Outcome::Retry(format!("{e:#}")),
+                Ok(Claim::Busy) => {
+                    count("retried");
+                    return Outcome::Retry("another delivery is still sending this mail".into());
+                }
+                Err(e) => {
+                    count("retried");
+                    return Outcome::Retry(format!("{e:#}"));
+                }
             }
         };
         let sent = match tokio::time::timeout(self.send_timeout, self.transport.send(email)).await {
@@ -160,6 +178,7 @@ impl Handler for Notifier {
         if let Err((permanent, e)) = sent {
             self.release(&key, claimed_at).await;
             // 5xx answers (unknown mailbox, refused sender) won't change on retry.
+            count(if permanent { "refused" } else { "retried" });
             return if permanent {
                 Outcome::Fail(format!("the mail server refused the email: {e}"))
             } else {
@@ -167,6 +186,12 @@ impl Handler for Notifier {
             };
         }
         info!(%key, to = %to, "mail sent");
+        count("sent");
+        if kind == "ready" {
+            if let Some(waited) = since_upload(&msg.video_fid) {
+                metrics::histogram!(common::metrics::UPLOAD_TO_EMAIL).record(waited);
+            }
+        }
         let record = doc! {"$set": {"state": "sent", "at": DateTime::now()}};
         if let Err(e) = self.sent.update_one(doc! {"_id": &key}, record).await {
             // The mail went out; only a duplicate arriving after the claim's lease would send
@@ -175,6 +200,14 @@ impl Handler for Notifier {
         }
         Outcome::Done
     }
+}
+
+/// Seconds since the upload of `video_fid`, read from the id itself: an ObjectId starts with
+/// its creation time (to the second), and the gateway makes the video's id as it stores it.
+fn since_upload(video_fid: &str) -> Option<f64> {
+    let id = video_fid.parse::<mongodb::bson::oid::ObjectId>().ok()?;
+    let made = id.timestamp().to_system_time();
+    std::time::SystemTime::now().duration_since(made).ok().map(|d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -191,6 +224,12 @@ mod tests {
         assert_eq!(key, "failed:v");
         assert_eq!(subject, "MP3 Download failed");
         assert!(body.contains("the video has no audio track"));
+        let leaked = "gave up after 5 attempts: MongoDB unavailable: Connection refused (os error 111)";
+        let (_, _, body) = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }).unwrap();
+        assert_eq!(
+            body,
+            "Your video v could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
+        );
         assert!(compose(&JobMessage { mp3_fid: None, ..m }).is_err());
     }
 }
