@@ -13,6 +13,8 @@
 //! bench wait-ready --url URL --since-ns T [--timeout 30]                -> ms from T to 200
 //! bench drop       --uri U --db a,b                  (drops the databases)
 //! bench amqp-clean --amqp A --queues a,b             (deletes the queues with .retry and .dead)
+//! bench concurrent-uploads [--count 200] [--seconds 40] [--timeout 900]
+//!                                                     -> one JSON line (see `concurrent_uploads`)
 //! ```
 //!
 //! `upload` uses `common::gridfs::upload`, the very function the gateway streams into;
@@ -88,7 +90,9 @@ async fn main() -> std::process::ExitCode {
             Ok(args) => run(cmd, &args).await,
             Err(e) => Err(e),
         },
-        None => Err(anyhow!("usage: bench <put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean> [--option value]...")),
+        None => Err(anyhow!(
+            "usage: bench <put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean|concurrent-uploads> [--option value]..."
+        )),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -114,6 +118,7 @@ async fn run(cmd: &str, args: &Args) -> anyhow::Result<()> {
             Ok(())
         }
         "amqp-clean" => amqp_clean(args).await,
+        "concurrent-uploads" => concurrent_uploads(args).await,
         other => bail!("unknown subcommand {other:?}"),
     }
 }
@@ -317,5 +322,99 @@ async fn amqp_clean(args: &Args) -> anyhow::Result<()> {
         }
     }
     let _ = conn.close(0, "done").await;
+    Ok(())
+}
+
+/// Issue 13, point 12: `--count` uploads of one small video at the same moment against a
+/// freshly started stack (the four binaries next to this one, isolated databases and queues,
+/// `BENCH_SERVICE_ENV="A=1 B=2"` added to every service). Measures the gateway's RSS before and
+/// its peak during the burst (`VmHWM`, reset just before), then waits until every accepted
+/// upload has exactly one mp3. Prints one JSON line.
+async fn concurrent_uploads(args: &Args) -> anyhow::Result<()> {
+    let count: usize = args.or("count", 200)?;
+    let seconds: u32 = args.or("seconds", 40)?;
+    let timeout = Duration::from_secs(args.or("timeout", 900)?);
+    let extra_raw = std::env::var("BENCH_SERVICE_ENV").unwrap_or_default();
+    let extra: Vec<(&str, &str)> = extra_raw.split_whitespace().filter_map(|kv| kv.split_once('=')).collect();
+    let video = std::fs::read(testkit::media(testkit::Media::Mkv, seconds)).context("generate the test video")?;
+    let stack = testkit::Stack::start(&extra).await?;
+    let email = testkit::unique_email();
+    let token = stack.user_token(&email, true).await?;
+    let pid = stack.gateway.child.id();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(timeout).build()?;
+    // Warm-up: one upload, so the idle figure includes the pools every upload uses.
+    let boundary = "benchboundary";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mkv\"\r\n\r\n").into_bytes();
+    body.extend_from_slice(&video);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let body = bytes::Bytes::from(body);
+    let send = |client: reqwest::Client, body: bytes::Bytes| {
+        let (url, token) = (stack.gateway_url("/upload"), token.clone());
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                .body(body)
+                .send()
+                .await?;
+            Ok::<u16, reqwest::Error>(resp.status().as_u16())
+        }
+    };
+    anyhow::ensure!(send(client.clone(), body.clone()).await? == 200, "the warm-up upload failed:\n{}", stack.logs());
+    let (idle, _) = testkit::memory_kib(pid)?;
+    testkit::reset_peak(pid)?;
+    let started = Instant::now();
+    let results = futures_util::future::join_all((0..count).map(|_| send(client.clone(), body.clone()))).await;
+    let burst = started.elapsed();
+    let (_, peak) = testkit::memory_kib(pid)?;
+    let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &results {
+        let key = match r {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        *statuses.entry(key).or_default() += 1;
+    }
+    let accepted = statuses.get("200").copied().unwrap_or(0) + 1;
+
+    // Every accepted upload (the warm-up too) converted exactly once.
+    let mongo = stack.names.mongo().await;
+    let videos = mongo.database(&stack.names.videos_db).collection::<mongodb::bson::Document>("fs.files");
+    let mp3s = mongo.database(&stack.names.mp3s_db).collection::<mongodb::bson::Document>("fs.files");
+    let stored = videos.count_documents(doc! {"metadata.username": &email}).await?;
+    let deadline = Instant::now() + timeout;
+    let converted = loop {
+        let n = mp3s.count_documents(doc! {"metadata.username": &email}).await?;
+        if n >= stored || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let all_done = started.elapsed();
+    let mut ids: Vec<String> = Vec::new();
+    let mut cursor = mp3s.find(doc! {"metadata.username": &email}).projection(doc! {"metadata.video_fid": 1}).await?;
+    while let Some(d) = cursor.try_next().await? {
+        ids.push(d.get_document("metadata").ok().and_then(|m| m.get_str("video_fid").ok()).unwrap_or_default().to_owned());
+    }
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    let out = serde_json::json!({
+        "count": count,
+        "video_bytes": video.len(),
+        "statuses": statuses,
+        "accepted": accepted,
+        "stored": stored,
+        "converted": converted,
+        "converted_exactly_once": converted == stored && distinct.len() == ids.len() && stored == accepted as u64,
+        "gateway_idle_rss_kib": idle,
+        "gateway_peak_rss_kib": peak,
+        "gateway_peak_above_idle_kib": peak.saturating_sub(idle),
+        "burst_seconds": burst.as_secs_f64(),
+        "all_converted_seconds": all_done.as_secs_f64(),
+    });
+    println!("{out}");
+    testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
+    let _ = mongo.database(&stack.names.videos_db).drop().await;
+    let _ = mongo.database(&stack.names.mp3s_db).drop().await;
     Ok(())
 }

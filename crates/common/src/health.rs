@@ -29,8 +29,10 @@ pub async fn serve(port: u16, ready: Arc<AtomicBool>, shutdown: CancellationToke
     let listener = TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("failed to bind health port {port}"))?;
     let port = listener.local_addr()?.port();
     let app = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(ready);
+    // Probes only: the default connection bounds and timeouts need no settings of their own.
+    let settings = crate::http::HttpSettings::default();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let _ = crate::http::serve(listener, app, &settings, shutdown, std::time::Duration::from_secs(1)).await;
     });
     Ok((port, task))
 }
