@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS `user` (
   password VARCHAR(255) NOT NULL,
   -- Only admins may upload (the gateway checks the token's `admin` claim).
   admin BOOLEAN NOT NULL DEFAULT TRUE,
-  -- Tokens carry the generation they were issued at; a password change moves it on, so
+  -- Tokens carry the generation they were issued at, and a password change moves it on, so
   -- /validate refuses every token issued before.
   token_generation INT UNSIGNED NOT NULL DEFAULT 0,
   created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP

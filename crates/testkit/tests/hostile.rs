@@ -876,23 +876,25 @@ async fn uploads_beyond_the_replica_bound_get_503() {
         "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let mut first = tokio::net::TcpStream::connect(("127.0.0.1", stack.gateway_port)).await.unwrap();
-    first.write_all(head.as_bytes()).await.unwrap();
-    first.write_all(&body[..1000]).await.unwrap();
-    // Until the first upload holds its permit, a second one may still get in: poll.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let (status, retry, text) = upload_as(&stack, &token, mkv.clone()).await;
-        if status == 503 {
-            break (retry, text);
-        }
-        assert_eq!(status, 200, "{text}");
-        assert!(std::time::Instant::now() < deadline, "no 503 while an upload is in progress");
+    // Two uploads that stop after their first bytes: one holds the replica's only permit, the
+    // other is refused at once (after the short drain of its body).
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", stack.gateway_port)).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body[..1000]).await.unwrap();
+        conns.push(c);
+    }
+    let (mut a, mut b) = (conns.remove(0), conns.remove(0));
+    let (refused, mut holder) = tokio::select! {
+        r = testkit::read_response(&mut a) => (r.unwrap(), b),
+        r = testkit::read_response(&mut b) => (r.unwrap(), a),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("neither upload was refused within 10 s"),
     };
-    assert_eq!(refused.1, "too many uploads in progress; try again later");
-    assert_eq!(refused.0.as_deref(), Some("5"));
-    first.write_all(&body[1000..]).await.unwrap();
-    let resp = testkit::read_response(&mut first).await.unwrap();
+    assert_eq!((refused.status, refused.body.as_str()), (503, "too many uploads in progress; try again later"));
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    holder.write_all(&body[1000..]).await.unwrap();
+    let resp = testkit::read_response(&mut holder).await.unwrap();
     assert_eq!((resp.status, resp.body.as_str()), (200, "success!"));
     assert_eq!(upload_as(&stack, &token, mkv).await.0, 200, "the permit is returned");
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
