@@ -82,13 +82,15 @@ pub async fn upload_with_chunk_size<R: AsyncRead + Unpin>(
         .await
         .context("failed to open GridFS upload stream")
         .map_err(UploadError::Store)?;
-    // A divisor of the chunk size when it is a power of two, so the driver's buffer fills to
-    // exactly one chunk and never grows past it.
     let mut buf = vec![0u8; (chunk_size as usize).clamp(4096, 64 * 1024)];
+    let chunk = chunk_size.max(1) as u64;
     let mut total = 0u64;
     let result: Result<(), UploadError> = async {
         loop {
-            let n = reader.read(&mut buf).await.map_err(UploadError::Source)?;
+            // Never past a chunk boundary: the driver buffers writes until it holds a chunk, and a
+            // write overshooting it would double that buffer's capacity for the whole upload.
+            let room = (chunk - total % chunk).min(buf.len() as u64) as usize;
+            let n = reader.read(&mut buf[..room]).await.map_err(UploadError::Source)?;
             if n == 0 {
                 break;
             }

@@ -36,6 +36,9 @@ pub fn with_tracing(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Largest read (and write) buffer of one connection.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// What a client may hold of a server: how long it may take to send headers or pause in a
 /// body, and how many connections are served at once.
 #[derive(Clone, Debug)]
@@ -97,7 +100,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = router.layer(RequestBodyTimeoutLayer::new(settings.body_idle_timeout));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    // hyper's read buffer grows to ~400 KiB on a fast upload, per connection; 64 KiB keeps
+    // uploads at full speed and still allows 64 KiB of request headers.
+    http.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).max_buf_size(MAX_BUF_SIZE);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     loop {

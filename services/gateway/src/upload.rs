@@ -35,11 +35,13 @@ pub const QUEUED_FIELD: &str = "metadata.queued";
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-/// GridFS chunk size of uploaded videos: each upload streaming holds one chunk (and, while it
-/// is inserted, its copy in the driver's message), so this, not the file size, is what an
-/// upload costs in memory. Only the converter reads videos, whole, so small chunks cost little
-/// there; mp3s, which downloads serve, keep [`gridfs::CHUNK_SIZE`].
-pub const VIDEO_CHUNK_SIZE: u32 = 256 * 1024;
+/// GridFS chunk size of uploaded videos. An upload streaming holds about three of them (the
+/// driver's chunk buffer, the serialized chunk waiting for a pool connection, our read buffer)
+/// besides its connection's 64 KiB buffer: measured (bench concurrent-uploads), 1 MiB chunks
+/// cost ~1.8 MiB per upload, 256 KiB ~1.1 MiB, 64 KiB ~0.65 MiB. Only the converter reads
+/// videos, whole, so small chunks cost little there; mp3s, which downloads serve, keep
+/// [`gridfs::CHUNK_SIZE`].
+pub const VIDEO_CHUNK_SIZE: u32 = 64 * 1024;
 
 /// Bytes the multipart parser may take in without handing anything out: it buffers while it
 /// looks for a boundary or for the end of a part's headers, so a body showing neither would
