@@ -69,8 +69,12 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
         store_and_announce(&state, &claims, request, &shared).await
     }
     .await;
-    if result.is_err() {
-        shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
+    match &result {
+        Ok(_) => metrics::counter!(common::metrics::UPLOADS, "outcome" => "accepted").increment(1),
+        Err(e) => {
+            metrics::counter!(common::metrics::UPLOADS, "outcome" => "refused", "reason" => e.reason()).increment(1);
+            shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
+        }
     }
     result
 }
@@ -337,7 +341,10 @@ async fn store<R: AsyncRead + Unpin + Send>(
         "queued": false,
     };
     match gridfs::upload_with_chunk_size(&gridfs::bucket(&state.videos), id, filename, metadata, limited, VIDEO_CHUNK_SIZE).await {
-        Ok(_) => Ok(VideoId::new(id)),
+        Ok(bytes) => {
+            metrics::counter!(common::metrics::UPLOAD_BYTES).increment(bytes);
+            Ok(VideoId::new(id))
+        }
         Err(UploadError::Source(e)) if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) => {
             if by_quota {
                 let usage = quota::usage(state, &claims.username, &state.quotas).await?;
