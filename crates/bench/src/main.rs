@@ -7,6 +7,7 @@
 //! bench pipeline             upload-to-email latency and the gateway's memory on a large upload
 //! bench render               docs/performance.md's generated section from results.json
 //! bench service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
+//! bench concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
 //! bench put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
 //!                            single measurements and clean-up, for ad-hoc runs
 //! ```
@@ -16,6 +17,7 @@ mod report;
 mod run;
 mod system;
 mod tools;
+mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,6 +148,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// The gateway's memory under many concurrent uploads of one small video, each accepted
+    /// upload converted exactly once; prints one JSON line.
+    ConcurrentUploads(uploads::Options),
     /// Drop MongoDB databases.
     Drop {
         #[arg(long)]
@@ -279,6 +284,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::WaitReady { url, timeout } => {
             println!("{:.1}", tools::wait_ready(&url, Instant::now(), Duration::from_secs(timeout)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConcurrentUploads(opts) => {
+            println!("{}", uploads::run(opts).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Drop { uri, db } => {

@@ -85,7 +85,7 @@ impl AuthDb {
         conn.execute(format!("CREATE DATABASE `{}`", db.database).as_str()).await?;
         for host in ["%", "localhost"] {
             conn.execute(format!("CREATE USER '{}'@'{host}' IDENTIFIED BY '{}'", db.user, db.password).as_str()).await?;
-            conn.execute(format!("GRANT SELECT, INSERT, UPDATE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
+            conn.execute(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
         }
         conn.execute(format!("USE `{}`", db.database).as_str()).await?;
         conn.execute(user_table_ddl().as_str()).await?;
@@ -532,6 +532,108 @@ pub fn fid_from_mail(text: &str) -> Option<String> {
     let rest = text.split("mp3 file_id: ").nth(1)?;
     let fid: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
     (fid.len() == 24).then_some(fid)
+}
+
+/// A process's memory as `/proc/<pid>/status` shows it, in KiB: (`VmRSS`, `VmHWM` = peak RSS).
+pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc status"))?;
+        line.split_whitespace().nth(1).context("no value")?.parse().context("not a number")
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Resets a process's peak RSS (`VmHWM`) to its current RSS, so the next peak is measured from
+/// now (Linux `clear_refs` 5).
+pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("write /proc clear_refs")
+}
+
+/// An HTTP/1.1 response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The header block, lower-cased names.
+    pub headers: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one response (with a `Content-Length` body, as ours all have) from `rd`.
+pub async fn read_response<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> anyhow::Result<RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = rd.read(&mut tmp).await?;
+        if n == 0 {
+            bail!("connection closed before a response ({} bytes read)", buf.len());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).context("no status")?.parse()?;
+    let mut resp = RawResponse { status, headers: head.split_once("\r\n").map_or("", |(_, h)| h).to_owned(), body: String::new() };
+    let len: usize = resp.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = rd.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    body.truncate(len);
+    resp.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(resp)
+}
+
+/// Sends `head` (request line and headers, ending in an empty line) and then the body pieces
+/// `chunks` (HTTP chunked encoding when `chunked`), while reading the answer at the same time:
+/// a server may answer, and close, before the body ends, as ours do for refused uploads.
+pub async fn send_streaming(
+    port: u16,
+    head: String,
+    chunks: impl Iterator<Item = Vec<u8>> + Send + 'static,
+    chunked: bool,
+    timeout: Duration,
+) -> anyhow::Result<RawResponse> {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for c in chunks {
+            if chunked {
+                wr.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await?;
+                wr.write_all(&c).await?;
+                wr.write_all(b"\r\n").await?;
+            } else {
+                wr.write_all(&c).await?;
+            }
+        }
+        if chunked {
+            wr.write_all(b"0\r\n\r\n").await?;
+        }
+        // Keep the write half open until the answer is read.
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let resp = tokio::time::timeout(timeout, read_response(&mut rd)).await;
+    writer.abort();
+    resp.map_err(|_| anyhow::anyhow!("no response within {timeout:?}"))?
 }
 
 /// The Prometheus text a service serves at `url` (its `/metrics`).
