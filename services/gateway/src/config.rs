@@ -110,7 +110,8 @@ mod tests {
         let base = [("AUTH_SVC_ADDRESS", "auth:5000")];
         let e = Config::from_env(&Env::from_pairs(base)).unwrap_err().to_string();
         assert!(e.contains("DOWNLOAD_LINK_SECRET") && e.contains("development"), "{e}");
-        let local = Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "auth:5000"), ("PUBLIC_URL", "http://127.0.0.1:8080/")])).unwrap();
+        let local =
+            Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "auth:5000"), ("PUBLIC_URL", "http://127.0.0.1:8080/")])).unwrap();
         assert_eq!(local.public_url, "http://127.0.0.1:8080");
         assert_eq!(local.mp3_retention, Duration::from_secs(7 * 86_400));
         let key = "k".repeat(40);

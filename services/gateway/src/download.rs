@@ -8,8 +8,8 @@ use axum::response::Response;
 use common::gridfs;
 use common::ids::Mp3Id;
 use common::jobs::JobState;
-use mongodb::gridfs::FilesCollectionDocument;
 use mongodb::bson::doc;
+use mongodb::gridfs::FilesCollectionDocument;
 use serde::Deserialize;
 use tracing::instrument;
 

@@ -119,8 +119,15 @@ impl Application {
         let sweep =
             tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
         let c = &self.config;
-        let retention = tokio::spawn(jobs::retention::run(self.state.clone(), c.retention_interval, c.video_retention, c.mp3_retention, shutdown.clone()));
-        let poller = tokio::spawn(jobs::events::run_poller(self.state.jobs.clone(), self.state.events.clone(), c.job_events_poll, shutdown.clone()));
+        let retention = tokio::spawn(jobs::retention::run(
+            self.state.clone(),
+            c.retention_interval,
+            c.video_retention,
+            c.mp3_retention,
+            shutdown.clone(),
+        ));
+        let poller =
+            tokio::spawn(jobs::events::run_poller(self.state.jobs.clone(), self.state.events.clone(), c.job_events_poll, shutdown.clone()));
         // Event streams never end by themselves: close them when shutdown starts, so that the
         // HTTP drain is not held up by followers.
         let events = self.state.events.clone();

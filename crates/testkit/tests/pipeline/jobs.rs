@@ -184,7 +184,14 @@ async fn deleting_a_converting_job_kills_its_conversion_and_nothing_is_stored_or
     }
     // Its message was acked (the queue drains) and nothing was stored or mailed.
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
-    let q = ch.queue_declare(&stack.names.video_queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            &stack.names.video_queue,
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(q.message_count(), 0);
     assert_eq!(mp3_count(&stack).await, 0, "no mp3 stored for a cancelled job");
     assert!(testkit::mails_to(&owner).await.unwrap().is_empty(), "no mail for a cancelled job");

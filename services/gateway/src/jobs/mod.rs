@@ -92,9 +92,10 @@ async fn list(
     };
     let filter = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(JobState::parse_public(s).ok_or_else(|| {
-            GatewayError::InvalidQuery("state must be one of queued, converting, done, failed, expired".into())
-        })?),
+        Some(s) => Some(
+            JobState::parse_public(s)
+                .ok_or_else(|| GatewayError::InvalidQuery("state must be one of queued, converting, done, failed, expired".into()))?,
+        ),
     };
     let (jobs, next) = state.jobs.list(&owner, filter, cursor, limit).await.map_err(from_mongo)?;
     let jobs: Vec<Value> = jobs.iter().map(|j| view(j, &state.links)).collect();
