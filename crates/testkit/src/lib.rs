@@ -449,7 +449,12 @@ impl Stack {
         let auth = Proc::spawn("auth", &auth_env)?;
         let gateway = Proc::spawn(
             "gateway",
-            &with(vec![("PORT", gateway_port.to_string()), ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))]),
+            &with(vec![
+                ("PORT", gateway_port.to_string()),
+                ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}")),
+                // Where a browser reaches it, as dev-up sets it.
+                ("PUBLIC_URL", format!("http://127.0.0.1:{gateway_port}")),
+            ]),
         )?;
         let converter = Proc::spawn("converter", &with(vec![("HEALTH_PORT", converter_health.to_string())]))?;
         let notification = Proc::spawn(

@@ -33,6 +33,17 @@ pub struct Config {
     /// still be in the middle of their upload request).
     pub outbox_min_age: Duration,
     pub shutdown_grace: Duration,
+    /// `PUBLIC_URL`: the address users reach the gateway at (scheme://host[:port], no trailing
+    /// slash). Its scheme decides whether the session cookie is `Secure`, and its origin is
+    /// trusted beside the request's own `Host` for cookie-authenticated state changes.
+    pub public_url: String,
+}
+
+impl Config {
+    /// Behind TLS the browser session cookie must never travel over plain HTTP.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
 }
 
 impl Config {
@@ -57,7 +68,19 @@ impl Config {
             outbox_interval: env.seconds_or("OUTBOX_INTERVAL_SECONDS", 30)?,
             outbox_min_age: env.seconds_or("OUTBOX_MIN_AGE_SECONDS", 120)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
+            public_url: public_url(env)?,
         })
+    }
+}
+
+/// `PUBLIC_URL`, defaulting to the ingress host of manifests/gateway/ingress.yaml.
+fn public_url(env: &Env) -> Result<String, ConfigError> {
+    let raw = env.get("PUBLIC_URL").unwrap_or("http://mp3converter.com");
+    let url = raw.trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(url.to_owned()),
+        _ => Err(ConfigError::Invalid { name: "PUBLIC_URL", reason: format!("expected http(s)://host[:port], got {raw:?}") }),
     }
 }
 
@@ -72,6 +95,20 @@ mod tests {
         assert_eq!(c.video_queue, "video");
         assert_eq!(c.videos_db, "videos");
         assert_eq!(c.max_upload_bytes, 2 << 30);
+        assert_eq!(c.public_url, "http://mp3converter.com");
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn public_url_sets_cookie_security_and_is_checked() {
+        let with = |v: &str| Config::from_env(&Env::from_pairs([("AUTH_SVC_ADDRESS", "auth:5000"), ("PUBLIC_URL", v)]));
+        let c = with("https://mp3.example.com/").unwrap();
+        assert_eq!(c.public_url, "https://mp3.example.com");
+        assert!(c.secure_cookies());
+        for bad in ["mp3.example.com", "ftp://x", "https://", "https://x/path"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("PUBLIC_URL"), "{bad}: {e}");
+        }
     }
 
     #[test]

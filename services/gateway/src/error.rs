@@ -10,6 +10,10 @@ pub enum GatewayError {
     Auth { status: StatusCode, body: String },
     #[error("not authorized")]
     NotAuthorized,
+    /// A state-changing request carried the session cookie but came from another site (or could
+    /// not show it did not): refused so another page can't act with the user's session.
+    #[error("cross-site request refused")]
+    CrossSite,
     #[error("exactly 1 file required")]
     ExactlyOneFile,
     #[error("malformed multipart body: {0}")]
@@ -41,6 +45,7 @@ impl IntoResponse for GatewayError {
         let status = match &self {
             GatewayError::Auth { status, .. } => *status,
             GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::ExactlyOneFile | GatewayError::BadMultipart(_) | GatewayError::FidRequired | GatewayError::InvalidFid => {
                 StatusCode::BAD_REQUEST
             }

@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod sniff;
 pub mod startup;
 pub mod upload;
+pub mod web;
 
 pub use config::Config;
 pub use startup::{AppState, Application};

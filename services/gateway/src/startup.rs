@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{auth, download, outbox, upload};
+use crate::{auth, download, outbox, upload, web};
 
 /// Clients and settings shared by every handler (cheap to clone).
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub struct AppState {
     pub video_queue: String,
     pub max_upload_bytes: u64,
     pub trusted_proxy_hops: usize,
+    /// The web page's assets and settings.
+    pub web: Arc<web::Web>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(common::health::healthz))
         .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
+        .merge(web::router(&state))
         .with_state(state)
 }
 
@@ -82,6 +85,7 @@ impl Application {
             video_queue: config.video_queue.clone(),
             max_upload_bytes: config.max_upload_bytes,
             trusted_proxy_hops: config.trusted_proxy_hops,
+            web: Arc::new(web::Web::new(&config)),
         };
         Ok(Self { listener, state, config })
     }
