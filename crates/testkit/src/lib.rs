@@ -126,6 +126,8 @@ impl Names {
             ("MP3_QUEUE", self.mp3_queue.clone()),
             ("MONGODB_VIDEOS_DB", self.videos_db.clone()),
             ("MONGODB_MP3S_DB", self.mp3s_db.clone()),
+            // A local base URL: the development link key is accepted (Stack sets the real port).
+            ("PUBLIC_URL", "http://127.0.0.1:8080".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -440,21 +442,18 @@ impl Stack {
         let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let with = |own: Vec<(&str, String)>| -> Vec<(String, String)> {
             let mut env = names.env();
+            // Signed links point at this stack's gateway.
+            env.push(("PUBLIC_URL".to_owned(), format!("http://127.0.0.1:{gateway_port}")));
             env.extend(own.into_iter().map(|(k, v)| (k.to_owned(), v)));
             env.extend(extra.iter().cloned());
             env
         };
-        let mut auth_env = db.env();
+        let mut auth_env: Vec<(String, String)> = db.env();
         auth_env.extend(with(vec![("PORT", auth_port.to_string()), ("JWT_SECRET", JWT_SECRET.to_owned())]));
         let auth = Proc::spawn("auth", &auth_env)?;
         let gateway = Proc::spawn(
             "gateway",
-            &with(vec![
-                ("PORT", gateway_port.to_string()),
-                ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}")),
-                // Where a browser reaches it, as dev-up sets it.
-                ("PUBLIC_URL", format!("http://127.0.0.1:{gateway_port}")),
-            ]),
+            &with(vec![("PORT", gateway_port.to_string()), ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))]),
         )?;
         let converter = Proc::spawn("converter", &with(vec![("HEALTH_PORT", converter_health.to_string())]))?;
         let notification = Proc::spawn(

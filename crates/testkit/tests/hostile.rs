@@ -78,6 +78,17 @@ async fn hostile_http_input_table() {
     stack.user_token(&other, true).await.unwrap();
     let own_mp3 = store_mp3(&stack, &admin, b"ID3 pretend mp3 bytes").await;
     let others_mp3 = store_mp3(&stack, &other, b"ID3 someone else's").await;
+    let others_job = {
+        let client = stack.names.mongo().await;
+        let store = common::jobs::JobStore::new(&client.database(&stack.names.videos_db));
+        let job = common::jobs::JobDoc::queued(common::ids::VideoId::new(ObjectId::new()), &other, "theirs.mkv", Default::default());
+        store.create(&job).await.unwrap();
+        job.id.to_hex()
+    };
+    let media_bytes = std::fs::read(media(Media::Mkv, 1)).unwrap();
+    let with_option = |field: &'static str, value: &'static str| {
+        Body::Form(vec![(field, None, value.as_bytes().to_vec()), ("file", Some("a.mkv"), media_bytes.clone())])
+    };
 
     let auth = |p: &str| format!("http://127.0.0.1:{}{p}", stack.auth_port);
     let gw = |p: &str| stack.gateway_url(p);
@@ -463,6 +474,146 @@ async fn hostile_http_input_table() {
             Body::None,
             206,
             Exact("pretend"),
+        ),
+        // Jobs (issue 15): owner only, ids checked, links signed, options checked.
+        c("jobs without a token", Method::GET, gw("/jobs"), vec![], Body::None, 401, Exact("missing credentials")),
+        c(
+            "jobs limit too large",
+            Method::GET,
+            gw("/jobs?limit=1000"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: limit"),
+        ),
+        c(
+            "jobs state deleted",
+            Method::GET,
+            gw("/jobs?state=deleted"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: state"),
+        ),
+        c(
+            "jobs forged cursor",
+            Method::GET,
+            gw("/jobs?cursor=1-%24where"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: cursor"),
+        ),
+        c("jobs operator injection", Method::GET, gw("/jobs?state[$ne]=x"), a(&admin_token), Body::None, 200, StartsWith("{\"jobs\":")),
+        c(
+            "job malformed id",
+            Method::GET,
+            gw("/jobs/%7B%22$gt%22:%22%22%7D"),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid job id: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "job unknown id",
+            Method::GET,
+            gw(&format!("/jobs/{}", ObjectId::new())),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c("someone else's job", Method::GET, gw(&format!("/jobs/{others_job}")), a(&admin_token), Body::None, 404, Exact("job not found")),
+        c(
+            "follow someone else's job",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/events")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c(
+            "delete someone else's job",
+            Method::DELETE,
+            gw(&format!("/jobs/{others_job}")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c("job with PUT", Method::PUT, gw(&format!("/jobs/{others_job}")), a(&admin_token), Body::None, 405, Exact("")),
+        c(
+            "job link without signature",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "job link forged signature",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download?expires=99999999999&sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "job link negative expiry",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download?expires=-1&sig=%00")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "upload bitrate out of range",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("bitrate", "1000k"),
+            400,
+            StartsWith("invalid bitrate: "),
+        ),
+        c(
+            "upload quality injection",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("quality", "9; rm -rf /"),
+            400,
+            StartsWith("invalid quality: "),
+        ),
+        c(
+            "upload start exponent",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("start", "1e400"),
+            400,
+            StartsWith("invalid start: "),
+        ),
+        c(
+            "upload end as ffmpeg option",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("end", "-i /etc/passwd"),
+            400,
+            StartsWith("invalid end: "),
+        ),
+        c(
+            "upload huge option value",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Form(vec![("start", None, vec![b'1'; 1 << 20]), ("file", Some("a.mkv"), media_bytes.clone())]),
+            400,
+            Exact("invalid start: value too long"),
         ),
         c("gateway unknown route", Method::GET, gw("/../../etc/passwd"), vec![], Body::None, 404, Exact("")),
     ];

@@ -80,3 +80,9 @@ async fn tutorial_flow_mkv_and_mp4_end_to_end() {
     assert_eq!(wait_for_mails(&owner, 2, Duration::from_secs(1)).await.unwrap().len(), 2, "no mail about the other user's file");
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
+
+/// Jobs (issue 15) through the four running binaries: state and progress events of a real
+/// conversion, output options checked with ffprobe, the signed link in the mail, and delete
+/// before and during conversion.
+#[path = "pipeline/jobs.rs"]
+mod jobs;

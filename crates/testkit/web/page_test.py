@@ -72,8 +72,8 @@ class Run:
         )
 
     def login(self, page: Page, user: str, password: str) -> None:
-        page.get_by_label("Email").fill(user)
-        page.get_by_label("Password").fill(password)
+        page.get_by_label("Email", exact=True).fill(user)
+        page.get_by_label("Password", exact=True).fill(password)
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("button", name="Log out")).to_be_visible()
         expect(page.locator("html[data-ready='1']")).to_have_count(1)
@@ -92,6 +92,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=120, help="seconds for the conversion to finish")
     args = p.parse_args()
     run = Run(args)
+    expect.set_options(timeout=15_000)
     video = Path(args.video)
     _, source_duration = probe_duration(video)
     base = args.url.rstrip("/")
@@ -117,11 +118,11 @@ def main() -> int:
         run.accessible(page, "login")
         run.shot(page, "login")
 
-        page.get_by_label("Email").fill(args.user)
-        page.get_by_label("Password").fill(args.password + "-wrong")
+        page.get_by_label("Email", exact=True).fill(args.user)
+        page.get_by_label("Password", exact=True).fill(args.password + "-wrong")
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("alert")).to_have_text("Invalid credentials.")
-        expect(page.get_by_label("Email")).to_have_value(args.user)  # kept, so only the password is retyped
+        expect(page.get_by_label("Email", exact=True)).to_have_value(args.user)  # kept, so only the password is retyped
         run.shot(page, "login-refused")
 
         # ---- login; weight and time to interactive -------------------------------------------
@@ -173,7 +174,7 @@ def main() -> int:
         cdp.send("Network.enable")
         throttle = {"offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": max(video.stat().st_size // 4, 8_000)}
         cdp.send("Network.emulateNetworkConditions", throttle)
-        page.get_by_label("Video").set_input_files(str(video))
+        page.get_by_label("Video", exact=True).set_input_files(str(video))
         page.get_by_role("button", name="Upload").click()
         expect(page.locator("#upload-text")).to_contain_text(" of ")
         expect(page.get_by_role("button", name="Cancel")).to_be_visible()
@@ -186,14 +187,14 @@ def main() -> int:
         # ---- a refused upload shows the server's reason ---------------------------------------
         fake = run.out / "not-a-video.mkv"
         fake.write_text("this is text, not a video\n" * 100)
-        page.get_by_label("Video").set_input_files(str(fake))
+        page.get_by_label("Video", exact=True).set_input_files(str(fake))
         page.get_by_role("button", name="Upload").click()
         expect(page.locator("#upload-message")).to_contain_text("Not a video: unsupported file type")
         run.shot(page, "upload-refused")
 
         # ---- the upload, and the live list ------------------------------------------------------
         page.evaluate("window.__sameDocument = true")
-        page.get_by_label("Video").set_input_files(str(video))
+        page.get_by_label("Video", exact=True).set_input_files(str(video))
         page.get_by_role("button", name="Upload").click()
         expect(page.locator("#upload-message")).to_contain_text("Uploaded " + video.name)
         job = page.locator("li.job").filter(has_text=video.name)

@@ -28,6 +28,21 @@ pub enum GatewayError {
     TooLarge { limit: u64 },
     #[error("unsupported file type: upload an audio or video file")]
     UnsupportedMedia,
+    #[error("invalid job id: expected a 24-character hexadecimal id")]
+    InvalidJobId,
+    #[error("job not found")]
+    JobNotFound,
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// An upload's output option (multipart text field) is not acceptable.
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: &'static str, reason: String },
+    /// A signed download link that was altered or is incomplete.
+    #[error("{0}")]
+    BadLink(common::links::LinkError),
+    /// Gone for good: an expired link, or an mp3 removed after its retention period.
+    #[error("{0}")]
+    Gone(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { length: u64 },
     /// A dependency (auth, MongoDB, RabbitMQ) did not answer in time.
@@ -46,10 +61,16 @@ impl IntoResponse for GatewayError {
             GatewayError::Auth { status, .. } => *status,
             GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
             GatewayError::CrossSite => StatusCode::FORBIDDEN,
-            GatewayError::ExactlyOneFile | GatewayError::BadMultipart(_) | GatewayError::FidRequired | GatewayError::InvalidFid => {
-                StatusCode::BAD_REQUEST
-            }
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::ExactlyOneFile
+            | GatewayError::BadMultipart(_)
+            | GatewayError::FidRequired
+            | GatewayError::InvalidFid
+            | GatewayError::InvalidJobId
+            | GatewayError::InvalidQuery(_)
+            | GatewayError::InvalidOption { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::NotFound | GatewayError::JobNotFound => StatusCode::NOT_FOUND,
+            GatewayError::BadLink(common::links::LinkError::Expired) | GatewayError::Gone(_) => StatusCode::GONE,
+            GatewayError::BadLink(common::links::LinkError::Tampered) => StatusCode::FORBIDDEN,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

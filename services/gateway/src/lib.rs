@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod jobs;
 pub mod outbox;
 pub mod sniff;
 pub mod startup;

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use common::claims::Claims;
 use common::gridfs::{self, UploadError};
 use common::ids::VideoId;
+use common::jobs::JobDoc;
 use common::message::JobMessage;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Bson};
@@ -22,6 +25,7 @@ use tracing::{info, instrument};
 
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
+use crate::jobs::{self, options::OptionsBuilder};
 use crate::sniff;
 use crate::startup::AppState;
 
@@ -36,8 +40,9 @@ const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 #[instrument(skip_all, fields(user))]
-pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&'static str, GatewayError> {
+pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, GatewayError> {
     let (mut parts, body) = request.into_parts();
+    let wants_json = crate::jobs::wants_json(&parts.headers);
     let shared = SharedBody::new(body);
     let result = async {
         let claims = AuthUser::from_request_parts(&mut parts, &state).await?.require_admin()?;
@@ -49,10 +54,17 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
     if result.is_err() {
         shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
     }
-    result
+    let job = result?;
+    if !wants_json {
+        // The original's clients: exactly what the tutorial's gateway answered.
+        return Ok("success!".into_response());
+    }
+    // A client that asked for JSON gets the job it can follow.
+    let location = format!("/jobs/{}", job.id.to_hex());
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(crate::jobs::view(&job, &state.links))).into_response())
 }
 
-async fn store_and_announce(state: &AppState, claims: &Claims, request: Request) -> Result<&'static str, GatewayError> {
+async fn store_and_announce(state: &AppState, claims: &Claims, request: Request) -> Result<JobDoc, GatewayError> {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload_bytes + 64 * 1024) {
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
@@ -67,10 +79,17 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request)
     state.publisher.ensure_connected().await.map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
     let mut multipart = Multipart::from_request(request, state).await.map_err(|_| GatewayError::ExactlyOneFile)?;
 
-    let mut stored: Option<VideoId> = None;
+    let mut stored: Option<(VideoId, String)> = None;
+    let mut options = OptionsBuilder::default();
     let result = async {
-        while let Some(field) = multipart.next_field().await.map_err(|e| GatewayError::BadMultipart(e.body_text()))? {
-            let Some(raw_name) = field.file_name() else { continue };
+        while let Some(mut field) = multipart.next_field().await.map_err(|e| GatewayError::BadMultipart(e.body_text()))? {
+            let Some(raw_name) = field.file_name() else {
+                // Text fields: the output options (before or after the file); others are ignored.
+                let Some(name) = field.name().and_then(|n| jobs::options::FIELDS.into_iter().find(|f| *f == n)) else { continue };
+                let value = option_value(&mut field, name).await?;
+                options.set(name, &value)?;
+                continue;
+            };
             if stored.is_some() {
                 return Err(GatewayError::ExactlyOneFile);
             }
@@ -78,29 +97,52 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request)
             let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
             let reader = StreamReader::new(field.map_err(io::Error::other));
             let id = store(state, claims, &filename, &content_type, reader).await?;
-            stored = Some(id);
+            stored = Some((id, filename));
         }
-        stored.ok_or(GatewayError::ExactlyOneFile)
+        let (video, filename) = stored.clone().ok_or(GatewayError::ExactlyOneFile)?;
+        let options = std::mem::take(&mut options).finish()?;
+        // The job exists before the message: a converter never sees a video without its job.
+        let job = JobDoc::queued(video, &claims.username, &filename, options);
+        state.jobs.create(&job).await.map_err(from_mongo)?;
+        Ok(job)
     }
     .await;
-    let video = match result {
-        Ok(video) => video,
+    let job = match result {
+        Ok(job) => job,
         Err(e) => {
-            if let Some(video) = stored {
+            if let Some((video, _)) = stored {
                 delete_video(state, video).await;
             }
             return Err(e);
         }
     };
+    let video = job.video();
 
-    let message = JobMessage::new_video(video.to_string(), claims.username.clone());
+    let mut message = JobMessage::new_video(video.to_string(), claims.username.clone());
+    // Only when asked for: the original's clients' messages stay exactly as they were.
+    message.options = (!job.options.is_empty()).then(|| job.options.clone());
     if let Err(e) = state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await {
         delete_video(state, video).await;
+        if let Err(e) = state.jobs.mark_deleted(video, &claims.username).await {
+            tracing::warn!(error.cause_chain = ?e, video_fid = %video, "failed to remove the job of an unannounced upload");
+        }
         return Err(GatewayError::Unavailable(e.context("failed to announce the upload")));
     }
     mark_queued(state, video).await;
     info!(video_fid = %video, "upload stored and queued");
-    Ok("success!")
+    Ok(job)
+}
+
+/// One option field's value, bounded: a few bytes are expected, never a body.
+async fn option_value(field: &mut axum::extract::multipart::Field<'_>, name: &'static str) -> Result<String, GatewayError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| GatewayError::BadMultipart(e.body_text()))? {
+        value.extend_from_slice(&chunk);
+        if value.len() > jobs::options::MAX_VALUE_LEN {
+            return Err(GatewayError::InvalidOption { field: name, reason: "value too long".into() });
+        }
+    }
+    String::from_utf8(value).map_err(|_| GatewayError::InvalidOption { field: name, reason: "not UTF-8 text".into() })
 }
 
 /// The request body, shared so that what the handler left unread can be drained afterwards.

@@ -170,9 +170,9 @@
           /* an old gateway answers "success!" */
         }
         if (job && job.id) upsert(job);
-        say("Uploaded " + file.name + ". It appears below and converts on its own.", "ok");
         form.reset();
         chosen();
+        say("Uploaded " + file.name + ". It appears below and converts on its own.", "ok");
         return;
       }
       const why = reason(r);
