@@ -108,6 +108,9 @@ start_service() {
   )
 }
 
+# Where a browser reaches the gateway: the base of signed download links (in mails too) and the
+# web page's origin.
+export PUBLIC_URL=${PUBLIC_URL:-http://127.0.0.1:8080}
 start_service auth PORT=5000 MYSQL_HOST=127.0.0.1 MYSQL_PORT=3306 MYSQL_USER=auth_user \
   MYSQL_PASSWORD=Auth123 MYSQL_DB=auth JWT_SECRET="$jwt_secret"
 start_service gateway PORT=8080 AUTH_SVC_ADDRESS=127.0.0.1:5000 AMQP_URL="$amqp_url" \
@@ -145,6 +148,8 @@ mp3converter is up:
   converter     http://127.0.0.1:8081/readyz   log $MP3C_LOG_DIR/converter.log
   notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
   mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
+
+Open the web page: $PUBLIC_URL/  (log in as georgio@email.com, password Admin123)
 
 Try the tutorial's flow:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
