@@ -68,6 +68,20 @@ if [[ ! -s $jwt_file ]]; then
 fi
 jwt_secret=$(<"$jwt_file")
 
+# --- download-link key (gateway and notification share it): made once, kept across runs -------
+link_file=$MP3C_DEV_DIR/download_link_secret
+if [[ ! -s $link_file ]]; then
+  (
+    umask 077
+    head -c 48 /dev/urandom | base64 -w0 >"$link_file.tmp"
+    mv -f -- "$link_file.tmp" "$link_file"
+  )
+  log "generated a download-link key in $link_file"
+fi
+link_secret=$(<"$link_file")
+# Signed links in mails and job JSON point at the local gateway, so they work from this machine.
+public_url=http://127.0.0.1:8080
+
 # --- build --------------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then PATH=$HOME/.cargo/bin:$PATH; fi
 if ((build)); then
@@ -108,17 +122,14 @@ start_service() {
   )
 }
 
-# Where a browser reaches the gateway: the base of signed download links (in mails too) and the
-# web page's origin.
-export PUBLIC_URL=${PUBLIC_URL:-http://127.0.0.1:8080}
 start_service auth PORT=5000 MYSQL_HOST=127.0.0.1 MYSQL_PORT=3306 MYSQL_USER=auth_user \
   MYSQL_PASSWORD=Auth123 MYSQL_DB=auth JWT_SECRET="$jwt_secret"
 start_service gateway PORT=8080 AUTH_SVC_ADDRESS=127.0.0.1:5000 AMQP_URL="$amqp_url" \
-  MONGODB_URI="$mongodb_uri"
+  MONGODB_URI="$mongodb_uri" PUBLIC_URL="$public_url" DOWNLOAD_LINK_SECRET="$link_secret"
 start_service converter HEALTH_PORT=8081 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri"
 start_service notification HEALTH_PORT=8082 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri" \
   SMTP_HOST=127.0.0.1 SMTP_PORT=1025 SMTP_TLS=none SMTP_AUTH=false \
-  GMAIL_ADDRESS=mp3converter@localhost
+  GMAIL_ADDRESS=mp3converter@localhost PUBLIC_URL="$public_url" DOWNLOAD_LINK_SECRET="$link_secret"
 
 for svc in "${MP3C_SERVICES[@]}"; do
   port=${MP3C_SERVICE_PORT[$svc]}
@@ -149,13 +160,21 @@ mp3converter is up:
   notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
   mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
 
-Open the web page: $PUBLIC_URL/  (log in as georgio@email.com, password Admin123)
+Open the web page: $public_url/  (log in as georgio@email.com, password Admin123)
 
 Try the tutorial's flow:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
   curl -X POST -F 'file=@$video' -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload
   # a mail "mp3 file_id: <fid> is now ready!" arrives at http://127.0.0.1:1080
   curl --output out.mp3 -X GET -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8080/download?fid=<fid>"
+
+Follow a job (the same upload asking for JSON answers 202 with the job and its Location):
+  JOB=\$(curl -s -X POST -H 'Accept: application/json' -F 'file=@$video' -F bitrate=192k \\
+    -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload | sed -n 's/.*"id":"\\([0-9a-f]*\\)".*/\\1/p')
+  curl -N -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB/events   # live: queued, converting + progress, done
+  curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB          # download_url: a signed link, no token needed
+  curl -s -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8080/jobs?limit=5"        # your jobs, newest first
+  curl -X DELETE -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB    # removes the job, its video and mp3
 
 Stop with scripts/dev-down.sh (--purge also deletes $MP3C_DEV_DIR).
 EOF

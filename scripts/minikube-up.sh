@@ -149,6 +149,11 @@ jwt_secret=$(secret_value auth-secret JWT_SECRET)
 if [[ ${#jwt_secret} -lt 32 || $jwt_secret == dev-placeholder-* ]]; then
   jwt_secret=$(random_hex 48)
 fi
+# Signed download links: one key for the gateway (checks them) and notification (mails them).
+link_secret=$(secret_value gateway-secret DOWNLOAD_LINK_SECRET)
+if [[ ${#link_secret} -lt 32 || $link_secret == dev-placeholder-* ]]; then
+  link_secret=$(random_hex 48)
+fi
 mysql_password=${MYSQL_PASSWORD:-$(secret_value auth-secret MYSQL_PASSWORD)}
 mysql_password=${mysql_password:-Auth123}
 
@@ -162,9 +167,10 @@ fi
 
 put_secret rabbitmq-secret rabbitmq "RABBITMQ_DEFAULT_USER=$rabbit_user" "RABBITMQ_DEFAULT_PASS=$rabbit_pass"
 put_secret auth-secret auth "MYSQL_PASSWORD=$mysql_password" "JWT_SECRET=$jwt_secret"
-put_secret gateway-secret gateway "AMQP_URL=$amqp_url"
+put_secret gateway-secret gateway "AMQP_URL=$amqp_url" "DOWNLOAD_LINK_SECRET=$link_secret"
 put_secret converter-secret converter "AMQP_URL=$amqp_url"
-put_secret notification-secret notification "AMQP_URL=$amqp_url" "GMAIL_ADDRESS=$gmail_address" "GMAIL_PASSWORD=$gmail_password"
+put_secret notification-secret notification "AMQP_URL=$amqp_url" "GMAIL_ADDRESS=$gmail_address" "GMAIL_PASSWORD=$gmail_password" \
+  "DOWNLOAD_LINK_SECRET=$link_secret"
 
 # --- kustomization ----------------------------------------------------------------------------
 components=()

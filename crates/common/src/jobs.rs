@@ -243,10 +243,7 @@ impl JobStore {
             None => filter.insert("state", doc! {"$ne": JobState::Deleted.as_str()}),
         };
         if let Some(c) = cursor {
-            filter.insert(
-                "$or",
-                vec![doc! {"created_at": {"$lt": c.created_at}}, doc! {"created_at": c.created_at, "_id": {"$lt": c.id}}],
-            );
+            filter.insert("$or", vec![doc! {"created_at": {"$lt": c.created_at}}, doc! {"created_at": c.created_at, "_id": {"$lt": c.id}}]);
         }
         // One more than asked tells whether there is a next page.
         let mut jobs: Vec<JobDoc> = self

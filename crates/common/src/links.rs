@@ -48,7 +48,9 @@ impl std::fmt::Debug for LinkSigner {
 pub fn is_local(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = if host_port.starts_with('[') { host_port.split(']').next().unwrap_or("").trim_start_matches('[') } else {
+    let host = if host_port.starts_with('[') {
+        host_port.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
         host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
     };
     host == "localhost" || host == "::1" || host.starts_with("127.")
@@ -61,7 +63,9 @@ pub fn check_settings(key: &SecretString, base: &str) -> Result<(), String> {
     }
     let k = key.expose_secret();
     if k == DEVELOPMENT_SECRET && !is_local(base) {
-        return Err("the development value is refused when PUBLIC_URL is not this machine; generate one (scripts/minikube-up.sh does)".into());
+        return Err(
+            "the development value is refused when PUBLIC_URL is not this machine; generate one (scripts/minikube-up.sh does)".into()
+        );
     }
     if k.len() < MIN_SECRET_LEN {
         return Err(format!("must be at least {MIN_SECRET_LEN} bytes"));

@@ -127,7 +127,8 @@ pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Pr
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
     let audio = parsed.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
     // The audio stream's own duration when stated (MP4), else the container's (Matroska).
-    let duration = audio.and_then(|a| seconds(a.duration.as_ref())).or_else(|| seconds(parsed.format.as_ref().and_then(|f| f.duration.as_ref())));
+    let duration =
+        audio.and_then(|a| seconds(a.duration.as_ref())).or_else(|| seconds(parsed.format.as_ref().and_then(|f| f.duration.as_ref())));
     Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()), duration })
 }
 
@@ -213,7 +214,8 @@ pub async fn convert(
         let (_, stderr, status) = tokio::join!(report, errors, child.wait());
         (stderr, status)
     };
-    let (stderr, status) = tokio::time::timeout(timeout, work).await.map_err(|_| FfError::TimedOut { program: name.clone(), after: timeout })?;
+    let (stderr, status) =
+        tokio::time::timeout(timeout, work).await.map_err(|_| FfError::TimedOut { program: name.clone(), after: timeout })?;
     let status = status.map_err(io_error)?;
     if !status.success() {
         return Err(FfError::Failed { program: name, status, stderr: tail(&stderr) });

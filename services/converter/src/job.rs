@@ -179,25 +179,10 @@ impl Converter {
         let timeout = self.config.ffmpeg_timeout;
         let reencoded = dir.path().join("reencoded.mp3");
         let (position_tx, position) = watch::channel(0.0);
-        let mut tracker = track.then(|| Tracker {
-            jobs: &self.jobs,
-            video,
-            position,
-            length: None,
-            written: 0,
-            idle_ticks: 0,
-            writes: 1,
-        });
+        let mut tracker = track.then(|| Tracker { jobs: &self.jobs, video, position, length: None, written: 0, idle_ticks: 0, writes: 1 });
         // Boxed, not pinned on the stack, so that it can be dropped before the stream copy.
-        let mut encode = Box::pin(ffmpeg::convert(
-            &self.config.ffmpeg,
-            &input,
-            &reencoded,
-            false,
-            options,
-            track.then(|| position_tx.clone()),
-            timeout,
-        ));
+        let mut encode =
+            Box::pin(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, options, track.then(|| position_tx.clone()), timeout));
         let mut probe = std::pin::pin!(ffmpeg::probe(&self.config.ffprobe, &input, timeout));
         let mut encoded = None;
         let probe = tracked(&mut tracker, async {
@@ -303,11 +288,13 @@ impl Handler for Converter {
                 info!(video_fid = %video, "job deleted before its conversion; nothing to do");
                 return Outcome::Done;
             }
-            Ok(Some(job)) if matches!(job.state, JobState::Queued | JobState::Converting) => match self.jobs.start_converting(video).await {
-                Ok(Tracked::Updated) => true,
-                Ok(_) => return Outcome::Retry("the job changed while starting; looking again".into()),
-                Err(e) => return Outcome::Retry(format!("MongoDB unavailable: {e:#}")),
-            },
+            Ok(Some(job)) if matches!(job.state, JobState::Queued | JobState::Converting) => {
+                match self.jobs.start_converting(video).await {
+                    Ok(Tracked::Updated) => true,
+                    Ok(_) => return Outcome::Retry("the job changed while starting; looking again".into()),
+                    Err(e) => return Outcome::Retry(format!("MongoDB unavailable: {e:#}")),
+                }
+            }
             Ok(_) => false,
         };
         let options = msg.options.clone().unwrap_or_default();
