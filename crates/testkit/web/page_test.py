@@ -104,6 +104,8 @@ def main() -> int:
         ctx.set_default_timeout(15_000)
         page = ctx.new_page()
         page.on("console", lambda m: csp_violations.append(m.text) if "Content Security Policy" in m.text else None)
+        script_errors: list[str] = []
+        page.on("pageerror", lambda e: script_errors.append(str(e)))
         jobs_lists: list[str] = []
         page.on("request", lambda r: jobs_lists.append(r.url) if r.method == "GET" and re.search(r"/jobs(\?|$)", r.url) else None)
 
@@ -126,7 +128,10 @@ def main() -> int:
         run.shot(page, "login-refused")
 
         # ---- login; weight and time to interactive -------------------------------------------
-        run.login(page, args.user, args.password)
+        try:
+            run.login(page, args.user, args.password)
+        finally:
+            assert not script_errors, script_errors
         cookies = {c["name"]: c for c in ctx.cookies()}
         session = cookies.get("mp3c_session")
         assert session and session["httpOnly"] and session["sameSite"] == "Strict", cookies
@@ -202,11 +207,16 @@ def main() -> int:
         run.shot(page, "uploaded")
         started = time.monotonic()
         states_seen: list[str] = []
+        progress_seen: list[str] = []  # informational: a short source converts between two looks
         deadline = started + args.timeout
         while True:
             state = job.get_attribute("data-state")
             if not states_seen or states_seen[-1] != state:
                 states_seen.append(state)
+            if state == "converting":
+                value = job.locator("progress").get_attribute("value")
+                if value is not None and value not in progress_seen:
+                    progress_seen.append(value)
             if state in ("done", "failed"):
                 break
             assert time.monotonic() < deadline, f"still {state} after {args.timeout} s: {states_seen}"
@@ -214,6 +224,7 @@ def main() -> int:
         assert state == "done", f"the job failed: {job.inner_text()}"
         run.metrics["upload_to_done_s"] = round(time.monotonic() - started, 2)
         run.metrics["states_seen"] = states_seen
+        run.metrics["progress_seen"] = progress_seen
         assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
         assert len(jobs_lists) == 1, f"the list must be fetched once and then follow events, got {jobs_lists}"
         job_id = job.get_attribute("data-id")
@@ -282,6 +293,7 @@ def main() -> int:
         browser.close()
 
     assert not csp_violations, csp_violations
+    assert not script_errors, script_errors
     print("WEB-METRICS " + json.dumps(run.metrics), flush=True)
     return 0
 

@@ -245,8 +245,20 @@
     return String(b.created_at || "").localeCompare(String(a.created_at || "")) || String(b.id).localeCompare(String(a.id));
   }
 
+  function forget(id) {
+    const known = jobs.get(id);
+    if (known) known.el.remove();
+    jobs.delete(id);
+    empty.hidden = jobs.size > 0;
+  }
+
   function upsert(job) {
     const known = jobs.get(job.id);
+    if (job.state === "deleted") {
+      // Deleted here or in another tab: the stream says so once.
+      forget(job.id);
+      return;
+    }
     if (known && known.job.state === job.state && known.job.download_url === job.download_url) {
       // Same state: only the numbers move (keeps an <audio> that is playing untouched).
       known.job = job;
@@ -275,9 +287,7 @@
     buttons.forEach((b) => (b.disabled = true));
     const resp = await fetch("/jobs/" + encodeURIComponent(id), { method: "DELETE", credentials: "same-origin" }).catch(() => null);
     if (resp && (resp.status === 204 || resp.status === 404)) {
-      jobs.delete(id);
-      li.remove();
-      empty.hidden = jobs.size > 0;
+      forget(id);
       say("Deleted.");
       return;
     }
