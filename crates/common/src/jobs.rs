@@ -182,7 +182,9 @@ impl Cursor {
 
     pub fn decode(s: &str) -> Option<Self> {
         let (millis, id) = s.split_once('-')?;
-        Some(Self { created_at: DateTime::from_millis(millis.parse().ok()?), id: ObjectId::parse_str(id).ok()? })
+        // Within years 1970..=9999: servers (and RFC 3339) handle nothing else.
+        let millis: i64 = millis.parse().ok().filter(|m| (0..=253_402_300_799_999).contains(m))?;
+        Some(Self { created_at: DateTime::from_millis(millis), id: ObjectId::parse_str(id).ok()? })
     }
 }
 
@@ -429,7 +431,7 @@ mod tests {
     fn cursor_round_trips_and_rejects_junk() {
         let c = Cursor { created_at: DateTime::from_millis(1_700_000_000_123), id: ObjectId::new() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "x", "1-zz", "abc-65f0c0ffee0123456789abcd", "1-65f0c0ffee0123456789abc"] {
+        for bad in ["", "x", "1-zz", "714464859794654-65f0c0ffee0123456789abcd", "-1-65f0c0ffee0123456789abcd", "abc-65f0c0ffee0123456789abcd", "1-65f0c0ffee0123456789abc"] {
             assert_eq!(Cursor::decode(bad), None, "{bad:?}");
         }
     }

@@ -86,11 +86,11 @@ async fn list(
             _ => return Err(GatewayError::InvalidQuery(format!("limit must be a number from 1 to {MAX_LIMIT}"))),
         },
     };
-    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+    let cursor = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(Cursor::decode(c).ok_or_else(|| GatewayError::InvalidQuery("cursor is not one this API returned".into()))?),
     };
-    let filter = match q.state.as_deref().filter(|s| !s.is_empty()) {
+    let filter = match q.state.as_deref() {
         None => None,
         Some(s) => Some(
             JobState::parse_public(s)
