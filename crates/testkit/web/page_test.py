@@ -71,6 +71,17 @@ class Run:
             [{"id": v["id"], "impact": v["impact"], "nodes": [n["html"] for n in v["nodes"]][:3]} for v in bad], indent=1
         )
 
+    def login_with_keyboard(self, page: Page, user: str, password: str) -> None:
+        """The login form with the keyboard alone: the email field has the focus, Tab, Enter."""
+        expect(page.get_by_label("Email", exact=True)).to_be_focused()
+        page.keyboard.type(user)
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Password", exact=True)).to_be_focused()
+        page.keyboard.type(password)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("button", name="Log out")).to_be_visible()
+        expect(page.locator("html[data-ready='1']")).to_have_count(1)
+
     def login(self, page: Page, user: str, password: str) -> None:
         page.get_by_label("Email", exact=True).fill(user)
         page.get_by_label("Password", exact=True).fill(password)
@@ -174,6 +185,16 @@ def main() -> int:
         again = ctx.request.get(f"{base}/static/{css}", headers={"If-None-Match": asset.headers["etag"]})
         assert again.status == 304, again.status
 
+        # ---- drag and drop onto the drop zone names the file ------------------------------------
+        dropped = page.evaluate_handle(
+            """() => { const dt = new DataTransfer();
+                       dt.items.add(new File(['x'], 'dropped.mkv', {type: 'video/x-matroska'})); return dt; }"""
+        )
+        page.dispatch_event("#drop", "dragover", {"dataTransfer": dropped})
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        expect(page.locator("#video-hint")).to_have_text("dropped.mkv (1 bytes)")
+        assert page.evaluate("document.getElementById('video').files[0].name") == "dropped.mkv"
+
         # ---- a cancelled upload (throttled so there is time to watch the bar and cancel) -------
         cdp = ctx.new_cdp_session(page)
         cdp.send("Network.enable")
@@ -261,7 +282,7 @@ def main() -> int:
         other_ctx.set_default_timeout(15_000)
         other = other_ctx.new_page()
         other.goto(base + "/")
-        run.login(other, args.other_user, args.other_password)
+        run.login_with_keyboard(other, args.other_user, args.other_password)
         expect(other.locator("#jobs-empty")).to_be_visible()
         expect(other.locator("li.job")).to_have_count(0)
         assert video.name not in other.content()
