@@ -118,6 +118,7 @@ impl<'a> Page<'a> {
 
 /// `GET /`: the app for a valid session, otherwise the login form (and an expired or
 /// revoked session cookie is dropped).
+#[tracing::instrument(skip_all)]
 async fn page(State(state): State<AppState>, user: Result<AuthUser, GatewayError>, jar: CookieJar) -> Response {
     match user {
         Ok(AuthUser(claims)) => Page::new(&state.web, Some(&claims.username)).respond(StatusCode::OK),

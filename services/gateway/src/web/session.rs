@@ -144,6 +144,7 @@ pub async fn login(
 }
 
 /// `POST /logout`: clears the session cookie and shows the login form.
+#[instrument(skip_all)]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap, uri: Uri, jar: CookieJar) -> Result<Response, GatewayError> {
     if !same_origin(&headers, &uri, &state.web.public_url) {
         return Err(GatewayError::CrossSite);
