@@ -431,7 +431,15 @@ mod tests {
     fn cursor_round_trips_and_rejects_junk() {
         let c = Cursor { created_at: DateTime::from_millis(1_700_000_000_123), id: ObjectId::new() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "x", "1-zz", "714464859794654-65f0c0ffee0123456789abcd", "-1-65f0c0ffee0123456789abcd", "abc-65f0c0ffee0123456789abcd", "1-65f0c0ffee0123456789abc"] {
+        for bad in [
+            "",
+            "x",
+            "1-zz",
+            "714464859794654-65f0c0ffee0123456789abcd",
+            "-1-65f0c0ffee0123456789abcd",
+            "abc-65f0c0ffee0123456789abcd",
+            "1-65f0c0ffee0123456789abc",
+        ] {
             assert_eq!(Cursor::decode(bad), None, "{bad:?}");
         }
     }

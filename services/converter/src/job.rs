@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::amqp::Publisher;
-use common::consumer::{Handler, Job, Outcome};
+use common::consumer::{self, Handler, Job, Outcome};
 use common::gridfs::{self, UploadError};
 use common::ids::{Mp3Id, VideoId};
 use common::jobs::{JobState, JobStore, OutputOptions, Tracked};
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::options::IndexOptions;
@@ -142,10 +142,13 @@ impl Converter {
     /// means the job was deleted meanwhile: nothing is stored or announced.
     #[instrument(skip_all, fields(video_fid = %video))]
     async fn convert(&self, video: VideoId, username: &str, options: &OutputOptions, track: bool) -> Result<Mp3Id, Outcome> {
+        // The cause goes to the log only; the reason (also the dead-letter header once the
+        // retries run out) names what failed, without driver or OS text.
         let retry = |what: &str, e: anyhow::Error| {
             tracing::warn!(error.cause_chain = ?e, "{what}");
-            Outcome::Retry(format!("{what}: {e}"))
+            Outcome::Retry(what.to_owned())
         };
+        let fail = |f: Failure| Outcome::Fail(f.user_text().to_owned());
         if let Some(mp3) = self.existing_mp3(video).await.map_err(|e| retry("MongoDB unavailable", e))? {
             info!(mp3_fid = %mp3, "mp3 already made for this video");
             return Ok(mp3);
@@ -154,6 +157,9 @@ impl Converter {
             .await
             .map_err(|e| retry("MongoDB unavailable", e))?
             .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
+        // Nothing else bounds a job: a timeout is a permanent failure, since the same file
+        // would time out again.
+        let timeout = self.config.job_deadline;
 
         // The directory (and everything in it) is removed when `dir` drops, on every path.
         let dir = tempfile::Builder::new()
@@ -176,7 +182,6 @@ impl Converter {
         // probe's time is then hidden behind the encode. When the probe says the audio already
         // is MP3, or that there is nothing to convert, the encode is dropped (and its ffmpeg
         // killed: kill_on_drop).
-        let timeout = self.config.ffmpeg_timeout;
         let reencoded = dir.path().join("reencoded.mp3");
         let (position_tx, position) = watch::channel(0.0);
         let mut tracker = track.then(|| Tracker { jobs: &self.jobs, video, position, length: None, written: 0, idle_ticks: 0, writes: 1 });
@@ -196,19 +201,24 @@ impl Converter {
         .await?;
         let probe = match probe {
             Ok(p) => p,
-            Err(FfError::Failed { .. } | FfError::BadProbe(_)) => {
-                return Err(Outcome::Fail("the uploaded file is not a video or audio file ffmpeg can read".into()))
+            Err(e @ (FfError::Failed { .. } | FfError::BadProbe(_) | FfError::TooMuchOutput { .. })) => {
+                // Also every playlist and reference format: not on ffmpeg's input whitelist.
+                tracing::warn!(error = %e, "ffprobe refused the upload");
+                return Err(fail(Failure::NotMedia));
+            }
+            Err(e @ FfError::TimedOut { .. }) => {
+                tracing::warn!(error = %e, "ffprobe ran out of the job's time");
+                return Err(fail(Failure::TooLong));
             }
             Err(e) => return Err(retry("ffprobe failed", e.into())),
         };
         let Some(codec) = probe.audio_codec else {
-            return Err(Outcome::Fail("the video has no audio track".into()));
+            return Err(fail(Failure::NoAudio));
         };
         if let (Some(start), Some(duration)) = (options.start, probe.duration) {
             if start >= duration {
-                return Err(Outcome::Fail(format!(
-                    "the cut starts at {start:.3} s but the audio is only {duration:.3} s long; upload it again with an earlier start"
-                )));
+                tracing::info!(start, duration, "the cut starts past the end of the audio");
+                return Err(fail(Failure::CutPastEnd));
             }
         }
         if let (Some(t), Some(duration)) = (tracker.as_mut(), probe.duration) {
@@ -241,7 +251,11 @@ impl Converter {
             Err(e @ FfError::Failed { .. }) => {
                 // ffmpeg's own words (paths, internals) go to the log; the owner is told what happened.
                 tracing::warn!(error = %e, "ffmpeg could not convert the audio track");
-                return Err(Outcome::Fail("the audio track could not be converted to MP3".into()));
+                return Err(fail(Failure::BadAudio));
+            }
+            Err(e @ FfError::TimedOut { .. }) => {
+                tracing::warn!(error = %e, "ffmpeg ran out of the job's time");
+                return Err(fail(Failure::TooLong));
             }
             Err(e) => return Err(retry("ffmpeg did not finish", e.into())),
         }
@@ -283,7 +297,10 @@ impl Handler for Converter {
         // redelivery after a crash) and a video without a job go the idempotent way: the mp3
         // made before is found and announced again.
         let track = match self.jobs.get(video).await {
-            Err(e) => return Outcome::Retry(format!("MongoDB unavailable: {e:#}")),
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, "cannot read the job");
+                return Outcome::Retry("MongoDB unavailable".into());
+            }
             Ok(Some(job)) if job.state == JobState::Deleted => {
                 info!(video_fid = %video, "job deleted before its conversion; nothing to do");
                 return Outcome::Done;
@@ -292,15 +309,25 @@ impl Handler for Converter {
                 match self.jobs.start_converting(video).await {
                     Ok(Tracked::Updated) => true,
                     Ok(_) => return Outcome::Retry("the job changed while starting; looking again".into()),
-                    Err(e) => return Outcome::Retry(format!("MongoDB unavailable: {e:#}")),
+                    Err(e) => {
+                        tracing::warn!(error.cause_chain = ?e, "cannot start the job");
+                        return Outcome::Retry("MongoDB unavailable".into());
+                    }
                 }
             }
             Ok(_) => false,
         };
         let options = msg.options.clone().unwrap_or_default();
-        let mp3 = match self.convert(video, &msg.username, &options, track).await {
-            Ok(mp3) => mp3,
-            Err(outcome) => return outcome,
+        // One deadline for the whole job (GridFS reads and writes included), under the
+        // broker's consumer timeout; dropping the job kills its ffmpeg.
+        let deadline = self.config.job_deadline;
+        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.username, &options, track)).await {
+            Ok(Ok(mp3)) => mp3,
+            Ok(Err(outcome)) => return outcome,
+            Err(_) => {
+                tracing::warn!(video_fid = %video, ?deadline, "job deadline passed");
+                return Outcome::Fail(Failure::TooLong.user_text().to_owned());
+            }
         };
         if track {
             match self.jobs.finish_done(video, mp3).await {
@@ -323,19 +350,28 @@ impl Handler for Converter {
         }
     }
 
-    /// Tells the owner (through the notifier) that their video could not be converted.
+    /// Tells the owner (through the notifier) that their video could not be converted, with
+    /// the fixed sentence of the failure's class: the reasons of retries that ran out name
+    /// internals, so they become "internal error".
     async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
         let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
+        let failure = if reason.starts_with(consumer::REDELIVERY_LIMIT_REASON) {
+            Failure::Unprocessable
+        } else if reason.starts_with("video ") && reason.ends_with(" not found") {
+            Failure::VideoMissing
+        } else {
+            Failure::from_text(reason)
+        };
         if let Ok(video) = msg.video_fid.parse::<VideoId>() {
             if let Some(existing) = self.jobs.get(video).await? {
                 if existing.state == JobState::Deleted {
                     // Its owner deleted it: nobody to tell.
                     return Ok(());
                 }
-                self.jobs.finish_failed(video, reason).await?;
+                self.jobs.finish_failed(video, failure.user_text()).await?;
             }
         }
-        let notice = JobMessage { mp3_fid: None, error: Some(reason.to_owned()), ..msg };
+        let notice = JobMessage { mp3_fid: None, error: Some(failure.user_text().to_owned()), ..msg };
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
 }

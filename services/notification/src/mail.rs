@@ -7,7 +7,7 @@ use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
 use common::ids::VideoId;
 use common::links::LinkSigner;
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -45,33 +45,33 @@ pub struct Composed {
     pub html: Option<String>,
 }
 
-/// What the owner can do about a failure, by its reason.
-fn advice(reason: &str) -> &'static str {
-    if reason.contains("no audio track") {
-        "Upload a video that has sound."
-    } else if reason.contains("cut starts") {
-        "Upload it again with a start time inside the audio."
-    } else if reason.contains("not a video or audio file") || reason.contains("could not be converted") {
-        "Check that the file plays on your computer, then upload it again (or export it to MP4 first)."
-    } else {
-        "This was probably a temporary problem on our side: upload the video again in a few minutes."
+/// What the owner can do, for the failures whose sentence does not already say it.
+fn advice(failure: Failure) -> Option<&'static str> {
+    match failure {
+        Failure::NotMedia => Some("check that the file plays on your computer, then upload it again (or export it to MP4 first)"),
+        Failure::NoAudio => Some("upload a video that has sound"),
+        Failure::BadAudio => Some("export the video with a common audio format (AAC or MP3) and upload it again"),
+        _ => None,
     }
 }
 
 /// The mail for a message. The "ready" mail keeps the original's line verbatim and adds the
-/// signed download link when there is one. Only checked values reach headers.
+/// signed download link when there is one. Only checked values reach headers. A failure's
+/// reason is one of the fixed sentences of [`Failure`]: any other text in the message (an
+/// older converter's, with driver or OS detail) is logged and mailed as an internal error.
 pub fn compose(msg: &JobMessage, links: Option<&LinkSigner>) -> Result<Composed, String> {
     match (&msg.mp3_fid, &msg.error) {
-        (_, Some(reason)) => Ok(Composed {
-            key: format!("failed:{}", msg.video_fid),
-            subject: "MP3 Download failed",
-            text: format!(
-                "Your video {} could not be converted to MP3.\nReason: {reason}\nWhat you can do: {}\n",
-                msg.video_fid,
-                advice(reason)
-            ),
-            html: None,
-        }),
+        (_, Some(error)) => {
+            let failure = Failure::from_text(error);
+            if failure.user_text() != error {
+                tracing::warn!(video_fid = %msg.video_fid, %error, "failure notice with an unknown reason; mailing it as an internal error");
+            }
+            let mut text = format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid);
+            if let Some(todo) = advice(failure) {
+                text.push_str(&format!("What you can do: {todo}.\n"));
+            }
+            Ok(Composed { key: format!("failed:{}", msg.video_fid), subject: "MP3 Download failed", text, html: None })
+        }
         (Some(fid), None) => {
             let line = format!("mp3 file_id: {fid} is now ready!");
             let link = links.zip(msg.video_fid.parse::<VideoId>().ok()).map(|(l, job)| (l.url(job), common::jobs::human(l.ttl)));
@@ -249,7 +249,13 @@ mod tests {
         assert_eq!(c.key, "failed:v");
         assert_eq!(c.subject, "MP3 Download failed");
         assert!(c.text.contains("Reason: the video has no audio track"), "{}", c.text);
-        assert!(c.text.contains("What you can do: Upload a video that has sound."), "{}", c.text);
+        assert!(c.text.contains("What you can do: upload a video that has sound."), "{}", c.text);
+        let leaked = "gave up after 5 attempts: MongoDB unavailable: Connection refused (os error 111)";
+        let c = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }, None).unwrap();
+        assert_eq!(
+            c.text,
+            "Your video v could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
+        );
         assert!(compose(&JobMessage { mp3_fid: None, ..m }, None).is_err());
     }
 
