@@ -50,9 +50,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 session::bearer(&token).ok_or_else(missing)?
             }
         };
-        let resp = state
-            .http
-            .post(format!("{}/validate", state.auth_url))
+        let resp = common::trace::inject(state.http.post(format!("{}/validate", state.auth_url)))
             .header(header::AUTHORIZATION, authorization)
             .send()
             .await
@@ -101,7 +99,7 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let mut req = state.http.post(format!("{}/login", state.auth_url));
+    let mut req = common::trace::inject(state.http.post(format!("{}/login", state.auth_url)));
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, v.clone());
     }
