@@ -60,8 +60,9 @@ pub enum FfError {
 pub struct Probe {
     /// Codec of the first audio stream, if there is one.
     pub audio_codec: Option<String>,
-    /// The source's duration in seconds, when the container states it.
-    pub duration: Option<f64>,
+    /// Length of the audio stream (or, when the container only knows its own, of the file) in
+    /// seconds, when ffprobe can tell: the conversion speed metric divides by it.
+    pub audio_seconds: Option<f64>,
 }
 
 /// Checks, without running it, that `program` is an executable file (a bare name is looked up
@@ -167,19 +168,15 @@ struct ProbeJson {
 }
 
 #[derive(Deserialize)]
-struct StreamJson {
-    codec_type: Option<String>,
-    codec_name: Option<String>,
-    duration: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct FormatJson {
     duration: Option<String>,
 }
 
-fn seconds(s: Option<&String>) -> Option<f64> {
-    s.and_then(|d| d.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0)
+#[derive(Deserialize)]
+struct StreamJson {
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    duration: Option<String>,
 }
 
 pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Probe, FfError> {
@@ -190,10 +187,9 @@ pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Pr
     let out = run(ffprobe, &args, timeout).await?;
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
     let audio = parsed.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
-    // The audio stream's own duration when stated (MP4), else the container's (Matroska).
-    let duration =
-        audio.and_then(|a| seconds(a.duration.as_ref())).or_else(|| seconds(parsed.format.as_ref().and_then(|f| f.duration.as_ref())));
-    Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()), duration })
+    let seconds = |d: &Option<String>| d.as_deref().and_then(|d| d.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0);
+    let audio_seconds = audio.and_then(|a| seconds(&a.duration).or_else(|| parsed.format.as_ref().and_then(|f| seconds(&f.duration))));
+    Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()), audio_seconds })
 }
 
 /// The ffmpeg arguments: the first audio track only (video, subtitles and data are not even

@@ -216,13 +216,13 @@ impl Converter {
         let Some(codec) = probe.audio_codec else {
             return Err(fail(Failure::NoAudio));
         };
-        if let (Some(start), Some(duration)) = (options.start, probe.duration) {
+        if let (Some(start), Some(duration)) = (options.start, probe.audio_seconds) {
             if start >= duration {
                 tracing::info!(start, duration, "the cut starts past the end of the audio");
                 return Err(fail(Failure::CutPastEnd));
             }
         }
-        if let (Some(t), Some(duration)) = (tracker.as_mut(), probe.duration) {
+        if let (Some(t), Some(duration)) = (tracker.as_mut(), probe.audio_seconds) {
             let length = options.end.unwrap_or(duration).min(duration) - options.start.unwrap_or(0.0);
             t.length = Some(length.max(0.001));
             t.writes += 1;
@@ -274,7 +274,7 @@ impl Converter {
                 let took = started.elapsed().as_secs_f64();
                 let mode = if copy { "copy" } else { "reencode" };
                 metrics::histogram!(common::metrics::CONVERSION_DURATION, "mode" => mode).record(took);
-                if let Some(audio) = probe.duration.filter(|_| took > 0.0) {
+                if let Some(audio) = probe.audio_seconds.filter(|_| took > 0.0) {
                     metrics::histogram!(common::metrics::CONVERSION_SPEED, "mode" => mode).record(audio / took);
                 }
                 Ok(Mp3Id::new(id))
