@@ -203,8 +203,10 @@ mp3converter is up:
   converter     http://127.0.0.1:8081/readyz   log $MP3C_LOG_DIR/converter.log
   notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
   mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
+  web page      $public_url/   (log in as georgio@email.com, password Admin123)
   metrics       http://127.0.0.1:5000/metrics  :8080/metrics  :8081/metrics  :8082/metrics
 ${prometheus_note}
+
 Try the tutorial's flow:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
   curl -X POST -F 'file=@$video' -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload

@@ -48,6 +48,11 @@ fn bearer(t: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
 }
 
+/// The web page's session cookie holding `t`.
+fn cookie(t: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("mp3c_session={t}")).unwrap()
+}
+
 fn basic(user: &str, pass: &str) -> HeaderValue {
     use base64::engine::general_purpose::STANDARD;
     HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))).unwrap()
@@ -651,6 +656,64 @@ async fn hostile_http_input_table() {
             400,
             Exact("invalid start: value too long"),
         ),
+        // The web page's session cookie (issue 11): accepted like the Bearer header, but a state
+        // change made with it must come from the gateway's own pages.
+        c(
+            "cookie delete from another site",
+            Method::DELETE,
+            gw(&format!("/jobs/{others_job}")),
+            vec![("cookie", cookie(&admin_token)), ("origin", HeaderValue::from_static("http://evil.example"))],
+            Body::None,
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie upload without origin",
+            Method::POST,
+            gw("/upload"),
+            vec![("cookie", cookie(&admin_token))],
+            Body::Form(vec![("file", Some("a.mkv"), media_bytes.clone())]),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie upload from a sibling site",
+            Method::POST,
+            gw("/upload"),
+            vec![("cookie", cookie(&admin_token)), ("sec-fetch-site", HeaderValue::from_static("same-site"))],
+            Body::Form(vec![("file", Some("a.mkv"), media_bytes.clone())]),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie forged token",
+            Method::GET,
+            gw("/jobs"),
+            vec![("cookie", HeaderValue::from_static("mp3c_session=forged.token.value"))],
+            Body::None,
+            403,
+            Exact("not authorized"),
+        ),
+        c(
+            "page login from another site",
+            Method::POST,
+            gw("/session"),
+            vec![("sec-fetch-site", HeaderValue::from_static("cross-site"))],
+            Body::Raw("application/x-www-form-urlencoded", b"email=a%40b.c&password=x".to_vec()),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "page login as JSON",
+            Method::POST,
+            gw("/session"),
+            vec![("sec-fetch-site", HeaderValue::from_static("same-origin"))],
+            Body::Raw("application/json", br#"{"email":"a@b.c","password":"x"}"#.to_vec()),
+            400,
+            StartsWith("<!doctype html>"),
+        ),
+        c("page logout from another site", Method::POST, gw("/logout"), vec![], Body::None, 403, Exact("cross-site request refused")),
+        c("static path traversal", Method::GET, gw("/static/..%2f..%2fCargo.toml"), vec![], Body::None, 404, Exact("file not found")),
         c("gateway unknown route", Method::GET, gw("/../../etc/passwd"), vec![], Body::None, 404, Exact("")),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());

@@ -75,12 +75,17 @@ pub struct Quotas {
 }
 
 impl Config {
+    /// Behind TLS the browser session cookie must never travel over plain HTTP.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let auth_address = env.required("AUTH_SVC_ADDRESS")?;
         if auth_address.contains('/') || !auth_address.contains(':') {
             return Err(ConfigError::Invalid { name: "AUTH_SVC_ADDRESS", reason: format!("expected host:port, got {auth_address:?}") });
         }
-        let public_url = env.string_or("PUBLIC_URL", "http://mp3converter.com").trim_end_matches('/').to_owned();
+        let public_url = public_url(env)?;
         let link_secret = env.secret_or("DOWNLOAD_LINK_SECRET", common::links::DEVELOPMENT_SECRET);
         common::links::check_settings(&link_secret, &public_url)
             .map_err(|reason| ConfigError::Invalid { name: "DOWNLOAD_LINK_SECRET", reason })?;
@@ -126,6 +131,17 @@ impl Config {
     }
 }
 
+/// `PUBLIC_URL`, defaulting to the ingress host of manifests/gateway/ingress.yaml.
+fn public_url(env: &Env) -> Result<String, ConfigError> {
+    let raw = env.get("PUBLIC_URL").unwrap_or("http://mp3converter.com");
+    let url = raw.trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(url.to_owned()),
+        _ => Err(ConfigError::Invalid { name: "PUBLIC_URL", reason: format!("expected http(s)://host[:port], got {raw:?}") }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +153,26 @@ mod tests {
         assert_eq!(c.video_queue, "video");
         assert_eq!(c.videos_db, "videos");
         assert_eq!(c.max_upload_bytes, 2 << 30);
+        assert!(!c.secure_cookies());
+    }
+
+    #[test]
+    fn public_url_sets_cookie_security_and_is_checked() {
+        let key = "k".repeat(40);
+        let with = |v: &str| {
+            Config::from_env(&Env::from_pairs([
+                ("AUTH_SVC_ADDRESS", "auth:5000"),
+                ("PUBLIC_URL", v),
+                ("DOWNLOAD_LINK_SECRET", key.as_str()),
+            ]))
+        };
+        let c = with("https://mp3.example.com/").unwrap();
+        assert_eq!(c.public_url, "https://mp3.example.com");
+        assert!(c.secure_cookies());
+        for bad in ["mp3.example.com", "ftp://x", "https://", "https://x/path"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("PUBLIC_URL"), "{bad}: {e}");
+        }
     }
 
     #[test]

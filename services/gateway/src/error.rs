@@ -10,6 +10,10 @@ pub enum GatewayError {
     Auth { status: StatusCode, body: String },
     #[error("not authorized")]
     NotAuthorized,
+    /// A state-changing request carried the session cookie but came from another site (or could
+    /// not show it did not): refused so another page can't act with the user's session.
+    #[error("cross-site request refused")]
+    CrossSite,
     #[error("exactly 1 file required")]
     ExactlyOneFile,
     #[error("malformed multipart body: {0}")]
@@ -66,6 +70,7 @@ impl GatewayError {
             GatewayError::Auth { status, .. } if *status == StatusCode::FORBIDDEN => "forbidden",
             GatewayError::Auth { .. } => "auth_refused",
             GatewayError::NotAuthorized => "not_admin",
+            GatewayError::CrossSite => "cross_site",
             GatewayError::ExactlyOneFile => "not_one_file",
             GatewayError::BadMultipart(_) => "bad_multipart",
             GatewayError::FidRequired | GatewayError::InvalidFid => "bad_fid",
@@ -96,6 +101,7 @@ impl IntoResponse for GatewayError {
         let status = match &self {
             GatewayError::Auth { status, .. } => *status,
             GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::ExactlyOneFile
             | GatewayError::BadMultipart(_)
             | GatewayError::TooManyParts { .. }

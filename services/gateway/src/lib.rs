@@ -12,6 +12,7 @@ pub mod quota;
 pub mod sniff;
 pub mod startup;
 pub mod upload;
+pub mod web;
 
 pub use config::Config;
 pub use startup::{AppState, Application};

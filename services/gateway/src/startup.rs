@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Quotas};
 use crate::jobs::events::JobEvents;
-use crate::{auth, download, jobs, outbox, quota, upload};
+use crate::{auth, download, jobs, outbox, quota, upload, web};
 
 /// Clients and settings shared by every handler (cheap to clone).
 #[derive(Clone)]
@@ -41,6 +41,8 @@ pub struct AppState {
     pub links: LinkSigner,
     /// This process's fan-out of job changes to event streams.
     pub events: Arc<JobEvents>,
+    /// The web page's assets and settings.
+    pub web: Arc<web::Web>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
         .merge(jobs::router())
+        .merge(web::router(&state))
         .with_state(state)
 }
 
@@ -101,6 +104,7 @@ impl Application {
             trusted_proxy_hops: config.trusted_proxy_hops,
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             quotas: config.quotas.clone(),
+            web: Arc::new(web::Web::new(&config)),
         };
         Ok(Self { listener, state, config })
     }
