@@ -119,9 +119,27 @@ async fn delete(State(state): State<AppState>, user: AuthUser, Path(raw): Path<S
     let owner = user.0.username;
     tracing::Span::current().record("user", owner.as_str()).record("job", tracing::field::display(id));
     let job = state.jobs.mark_deleted(id, &owner).await.map_err(from_mongo)?.ok_or(GatewayError::JobNotFound)?;
-    remove_files(&state, &job).await.map_err(from_mongo)?;
+    // The job is gone for its owner from here on (a repeated DELETE is a 404), so a removal
+    // that fails now (a slow or briefly unreachable MongoDB with a large video) must not turn
+    // into an error the client can't act on: it is tried again in the background, and the
+    // retention sweep removes what is left with the tombstone.
+    if let Err(e) = remove_files(&state, &job).await {
+        tracing::warn!(error.cause_chain = ?e, "job deleted; removing its files failed, trying again in the background");
+        tokio::spawn(remove_files_later(state.clone(), job.clone()));
+    }
     tracing::info!(was = job.state.as_str(), "job deleted");
     Ok((StatusCode::NO_CONTENT, HeaderMap::new()).into_response())
+}
+
+/// Removes a deleted job's files, a few times with growing pauses.
+async fn remove_files_later(state: AppState, job: JobDoc) {
+    for pause in [1u64, 5, 30, 120] {
+        tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+        match remove_files(&state, &job).await {
+            Ok(()) => return tracing::info!(job = %job.id, "files of a deleted job removed"),
+            Err(e) => tracing::warn!(error.cause_chain = ?e, job = %job.id, "removing the files of a deleted job failed again"),
+        }
+    }
 }
 
 /// Deletes a job's video and every mp3 made from it (a converter racing the delete may have
