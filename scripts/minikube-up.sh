@@ -147,7 +147,7 @@ amqp_password() { # SERVICE: the password in its deployed AMQP_URL, or a new one
   local url pw
   url=$(secret_value "$1-secret" AMQP_URL)
   pw=$(sed -n 's|^amqp://[^:]*:\([^@]*\)@.*|\1|p' <<<"$url")
-  [[ ${#pw} -ge 16 && $url == "amqp://$1:"* ]] && printf '%s' "$pw" || random_hex 24
+  if [[ ${#pw} -ge 16 && $url == "amqp://$1:"* ]]; then printf '%s' "$pw"; else random_hex 24; fi
 }
 declare -A amqp_pw
 for svc in gateway converter notification; do amqp_pw[$svc]=$(amqp_password "$svc"); done

@@ -7,6 +7,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   exit 2
 fi
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 PODS_SERVICES=(auth gateway converter notification)
 
 # pods_state_dir NAME: where pods-up records what it made for instance NAME (secrets included).
@@ -16,7 +17,8 @@ pods_state_dir() { printf '%s/pods/%s\n' "$MP3C_DEV_DIR" "$1"; }
 # (<deployment>-pod-0 is the pod, -<container> is appended).
 pods_container() { printf '%s-%s-pod-0-%s\n' "$1" "$2" "$2"; }
 
-# mysql_root: the mysql client as an administrator (root over TCP when allowed, else the socket).
+# mysql_root [ARGS...]: the mysql client as an administrator (root over TCP when allowed, else the socket).
+# shellcheck disable=SC2120 # callers pass no arguments today; the SQL comes on stdin
 mysql_root() {
   if mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
     mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot "$@"

@@ -81,7 +81,6 @@ samples=(
   "ogg:-c:v libtheora -c:a libvorbis"
   "wmv:-c:v wmv2 -c:a wmav2"
 )
-declare -A FID
 for s in "${samples[@]}"; do
   ext=${s%%:*}
   # shellcheck disable=SC2086 # the options are words
