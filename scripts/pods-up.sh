@@ -121,7 +121,7 @@ USE \`$ID\`;
 SQL
   # The user table exactly as init.sql defines it, and (development setup) its demo user.
   awk '/^CREATE TABLE/ {on = 1} on {print} on && /;/ {exit}' init.sql
-  ((DEMO_USER)) && awk '/^INSERT IGNORE INTO `user`/ {on = 1} on {print} on && /;/ {exit}' dev-seed.sql
+  if ((DEMO_USER)); then awk '/^INSERT IGNORE INTO `user`/ {on = 1} on {print} on && /;/ {exit}' dev-seed.sql; fi
 } | mysql_root || die "could not create the MySQL database $ID"
 
 log "RabbitMQ: vhost $NAME, one user per service limited to its queues (generated passwords)"
@@ -130,10 +130,11 @@ rabbitmqctl -q add_vhost "$NAME" >/dev/null 2>&1 || rabbitmqctl -q list_vhosts |
 # The permissions the cluster's definitions give (scripts/rabbitmq_definitions.py), in the vhost.
 while read -r user configure write read; do
   svc=${user#"$NAME-"}
-  rabbitmqctl -q delete_user "$user" >/dev/null 2>&1 || true
+  # rabbitmqctl reads stdin: never the loop's.
+  rabbitmqctl -q delete_user "$user" </dev/null >/dev/null 2>&1 || true
   printf '%s' "${AMQP_PW[$svc]}" | rabbitmqctl -q add_user "$user" >/dev/null 2>&1 ||
     die "rabbitmqctl add_user $user failed"
-  rabbitmqctl -q set_permissions -p "$NAME" "$user" "$configure" "$write" "$read" >/dev/null ||
+  rabbitmqctl -q set_permissions -p "$NAME" "$user" "$configure" "$write" "$read" </dev/null >/dev/null ||
     die "rabbitmqctl set_permissions $user failed"
 done < <(python3 scripts/rabbitmq_definitions.py --permissions-only --user-prefix "$NAME-" \
   --video-queue "$VIDEO_Q" --mp3-queue "$MP3_Q")

@@ -73,6 +73,17 @@ def split(args: argparse.Namespace) -> int:
             target.touch(mode=0o600)
             target.write_text(json.dumps(data))
             continue
+        if kind == "Deployment":
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                # podman 4.3 refuses port mappings with hostNetwork ("PortMappings can only be used
+                # with Bridge or slirp4netns networking") and a hostNetwork container listens on
+                # the host anyway: drop `ports`, after giving the probes the numbers they named.
+                named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    get = (c.get(probe) or {}).get("httpGet")
+                    if get and isinstance(get.get("port"), str):
+                        get["port"] = named[get["port"]]
+                c.pop("ports", None)
         keep.append(obj)
     (out / "play.yaml").write_text(yaml.safe_dump_all(keep, sort_keys=False))
     print(f"pods_play: {len(keep)} objects to play; not run by podman: {', '.join(dropped)}", file=sys.stderr)
