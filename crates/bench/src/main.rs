@@ -234,7 +234,7 @@ async fn jobs(args: &Args) -> anyhow::Result<()> {
     publisher.ensure_connected().await?;
     let conn = amqp::connect(&url).await?;
     let ch = conn.create_channel().await?;
-    amqp::declare_topology(&ch, &mp3_queue).await?;
+    amqp::declare_topology(&conn, &mp3_queue, None).await?;
     let mut deliveries =
         ch.basic_consume(&mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
     let first = Instant::now();

@@ -15,6 +15,8 @@ use tokio::sync::Mutex;
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// Header on dead-lettered messages: why the message was given up.
 pub const REASON_HEADER: &str = "x-failure-reason";
+/// Header counting how many times a message came back unsettled (its consumer died).
+pub const REDELIVERIES_HEADER: &str = "x-redeliveries";
 
 /// Opens a connection driven by the tokio runtime.
 pub async fn connect(url: &SecretString) -> anyhow::Result<Connection> {
@@ -42,11 +44,32 @@ pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
-/// Declares `queue` with its retry and dead-letter queues. The work queue itself has no
-/// arguments, so a queue made by hand in the original deployment is accepted as it is.
-pub async fn declare_topology(ch: &Channel, queue: &str) -> anyhow::Result<()> {
+/// Declares `queue` with its retry and dead-letter queues.
+///
+/// A work queue that exists already is used as it is: RabbitMQ refuses to redeclare a queue
+/// with other arguments, so a queue made by hand in the original deployment, or by an older
+/// version of ours without a length bound, would otherwise stop every service. A new queue is
+/// made with `max_length` (when given) and `reject-publish` overflow: once full, a publish is
+/// nacked (the gateway answers 503) instead of the oldest message being dropped. An existing
+/// queue gets the bound from a policy (docs/configuration.md, `VIDEO_QUEUE_MAX_LENGTH`).
+pub async fn declare_topology(conn: &Connection, queue: &str, max_length: Option<u32>) -> anyhow::Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(queue, durable, FieldTable::default()).await.with_context(|| format!("failed to declare queue {queue}"))?;
+    // A passive declare of a missing queue closes its channel, hence a channel of its own.
+    let check = conn.create_channel().await.context("failed to open an AMQP channel")?;
+    let exists =
+        check.queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.is_ok();
+    if check.status().connected() {
+        let _ = check.close(200, "checked").await;
+    }
+    let ch = conn.create_channel().await.context("failed to open an AMQP channel")?;
+    if !exists {
+        let mut args = FieldTable::default();
+        if let Some(n) = max_length {
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(n.into()));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        }
+        ch.queue_declare(queue, durable, args).await.with_context(|| format!("failed to declare queue {queue}"))?;
+    }
     let mut retry_args = FieldTable::default();
     // Expired retries go back to the work queue through the default exchange.
     retry_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
@@ -55,6 +78,7 @@ pub async fn declare_topology(ch: &Channel, queue: &str) -> anyhow::Result<()> {
     ch.queue_declare(&retry, durable, retry_args).await.with_context(|| format!("failed to declare queue {retry}"))?;
     let dead = dead_queue(queue);
     ch.queue_declare(&dead, durable, FieldTable::default()).await.with_context(|| format!("failed to declare queue {dead}"))?;
+    let _ = ch.close(200, "declared").await;
     Ok(())
 }
 
@@ -71,20 +95,31 @@ pub fn attempt_headers(attempt: u32) -> FieldTable {
 
 /// Reads the attempt count of a delivery (1 when absent).
 pub fn attempt_of(props: &BasicProperties) -> u32 {
-    props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
-        .and_then(|v| match v {
-            AMQPValue::LongUInt(n) => Some(*n),
-            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
-            AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
-            _ => None,
-        })
-        .unwrap_or(1)
-        .max(1)
+    count_header(props, ATTEMPT_HEADER).unwrap_or(1).max(1)
+}
+
+/// How many times a delivery came back unsettled before (0 when absent).
+pub fn redeliveries_of(props: &BasicProperties) -> u32 {
+    count_header(props, REDELIVERIES_HEADER).unwrap_or(0)
+}
+
+fn count_header(props: &BasicProperties, name: &str) -> Option<u32> {
+    props.headers().as_ref().and_then(|h| h.inner().get(name)).and_then(|v| match v {
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    })
+}
+
+/// A delivery's headers with `name` set to `count`: a copy of a message keeps what else it
+/// carries (its other counters, trace context).
+pub fn headers_with_count(props: &BasicProperties, name: &str, count: u32) -> FieldTable {
+    let mut h = props.headers().clone().unwrap_or_default();
+    h.insert(name.into(), AMQPValue::LongUInt(count));
+    h
 }
 
 pub fn reason_value(reason: &str) -> AMQPValue {
@@ -113,6 +148,8 @@ pub async fn publish_confirmed(ch: &Channel, queue: &str, body: &[u8], props: Ba
 pub struct Publisher {
     url: SecretString,
     queues: Vec<String>,
+    /// Length bounds of the queues made by this publisher (see [`declare_topology`]).
+    max_lengths: std::collections::HashMap<String, u32>,
     timeout: Duration,
     state: Mutex<Option<(Connection, Channel)>>,
 }
@@ -120,7 +157,16 @@ pub struct Publisher {
 impl Publisher {
     /// Nothing is opened until the first publish (or [`Publisher::ensure_connected`]).
     pub fn new(url: SecretString, queues: Vec<String>, timeout: Duration) -> Self {
-        Self { url, queues, timeout, state: Mutex::new(None) }
+        Self { url, queues, max_lengths: Default::default(), timeout, state: Mutex::new(None) }
+    }
+
+    /// Makes `queue`, when this publisher is the first to declare it, bounded to `max_length`
+    /// ready messages. Every declarer of a queue must agree on it.
+    pub fn with_max_length(mut self, queue: &str, max_length: Option<u32>) -> Self {
+        if let Some(n) = max_length {
+            self.max_lengths.insert(queue.to_owned(), n);
+        }
+        self
     }
 
     async fn channel(&self) -> anyhow::Result<Channel> {
@@ -135,7 +181,7 @@ impl Publisher {
         let conn = connect(&self.url).await?;
         let ch = confirm_channel(&conn).await?;
         for q in &self.queues {
-            declare_topology(&ch, q).await?;
+            declare_topology(&conn, q, self.max_lengths.get(q).copied()).await?;
         }
         *state = Some((conn, ch.clone()));
         Ok(ch)

@@ -124,6 +124,13 @@ pub fn video_queue(env: &Env) -> String {
     env.string_or("VIDEO_QUEUE", "video")
 }
 
+/// `VIDEO_QUEUE_MAX_LENGTH`: ready messages the video queue holds before publishes are refused
+/// (the gateway then answers 503); `0` for no bound. Read by every service that declares the
+/// video queue (gateway and converter), which must agree on it.
+pub fn video_queue_max_length(env: &Env) -> Result<Option<u32>, ConfigError> {
+    Ok(Some(env.parse_or("VIDEO_QUEUE_MAX_LENGTH", 10_000u32)?).filter(|n| *n > 0))
+}
+
 /// `MP3_QUEUE`, the queue of finished mp3s (and failure notices).
 pub fn mp3_queue(env: &Env) -> String {
     env.string_or("MP3_QUEUE", "mp3")
@@ -157,6 +164,10 @@ impl MongoSettings {
 pub struct RetrySettings {
     pub max_attempts: u32,
     pub base_delay: Duration,
+    /// `MAX_REDELIVERIES`: how many times a message may come back unsettled (its consumer
+    /// died: OOM-killed, SIGKILLed, lost its connection or shut down holding it) before it is
+    /// dead-lettered instead of being handled again.
+    pub max_redeliveries: u32,
 }
 
 impl RetrySettings {
@@ -165,7 +176,11 @@ impl RetrySettings {
         if max_attempts == 0 {
             return Err(ConfigError::Invalid { name: "MAX_ATTEMPTS", reason: "must be at least 1".into() });
         }
-        Ok(Self { max_attempts, base_delay: env.millis_or("RETRY_BASE_MS", 1000)? })
+        Ok(Self {
+            max_attempts,
+            base_delay: env.millis_or("RETRY_BASE_MS", 1000)?,
+            max_redeliveries: env.parse_or("MAX_REDELIVERIES", 3u32)?,
+        })
     }
 
     /// Delay before attempt `next_attempt` (2, 3, ...): base, 2*base, 4*base ..., capped at 10 min.
@@ -206,7 +221,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let r = RetrySettings { max_attempts: 5, base_delay: Duration::from_millis(100) };
+        let r = RetrySettings { max_attempts: 5, base_delay: Duration::from_millis(100), max_redeliveries: 3 };
         assert_eq!(r.delay_before(2), Duration::from_millis(100));
         assert_eq!(r.delay_before(3), Duration::from_millis(200));
         assert_eq!(r.delay_before(5), Duration::from_millis(800));

@@ -34,6 +34,9 @@ pub enum Outcome {
     Fail(String),
 }
 
+/// The start of the reason of a message dead-lettered because it kept coming back unsettled.
+pub const REDELIVERY_LIMIT_REASON: &str = "redelivered too many times without being settled";
+
 /// One delivery as a handler sees it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -58,6 +61,9 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerSettings {
     pub amqp_url: SecretString,
     pub queue: String,
+    /// Bound on the queue's ready messages when this consumer creates it (see
+    /// [`amqp::declare_topology`]).
+    pub max_length: Option<u32>,
     pub prefetch: u16,
     /// Jobs handled at once.
     pub concurrency: usize,
@@ -102,7 +108,7 @@ async fn session<H: Handler>(
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(&settings.amqp_url).await?;
     let ch = amqp::confirm_channel(&conn).await?;
-    amqp::declare_topology(&ch, &settings.queue).await?;
+    amqp::declare_topology(&conn, &settings.queue, settings.max_length).await?;
     ch.basic_qos(settings.prefetch, BasicQosOptions::default()).await.context("failed to set prefetch")?;
     let tag = format!("mp3converter-{}", std::process::id());
     let mut deliveries = ch
@@ -173,6 +179,24 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
     let job = Job { body: delivery.data.clone(), attempt };
     let span = tracing::info_span!("job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
     async {
+        // A delivery that comes back unsettled may be one whose handling kills its consumer
+        // (OOM, a crash in ffmpeg's parent): handled again as it is, it would kill consumer
+        // after consumer forever. Its count is first made durable in a copy at the back of the
+        // queue (the original acked), and past the bound the message is dead-lettered unhandled.
+        // Counting in the message works for the classic queues of a running deployment, where
+        // a quorum queue's `x-delivery-limit` would need the queue recreated.
+        if delivery.redelivered {
+            let returns = amqp::redeliveries_of(&delivery.properties) + 1;
+            let settled = if returns > settings.retry.max_redeliveries {
+                let reason = format!("{REDELIVERY_LIMIT_REASON} ({returns} times)");
+                dead_letter(settings, ch, handler, &job, &reason).await
+            } else {
+                warn!(returns, "message came back unsettled; requeued with its count");
+                let headers = amqp::headers_with_count(&delivery.properties, amqp::REDELIVERIES_HEADER, returns);
+                amqp::publish_confirmed(ch, &settings.queue, &job.body, delivery.properties.clone().with_headers(headers)).await
+            };
+            return settle(settings, ch, &job, delivery, settled).await;
+        }
         // A handler that panics on some input must not leave its message unsettled (holding a
         // prefetch slot until the connection closes) nor crash-loop on it: it is a poison message.
         let outcome = match std::panic::AssertUnwindSafe(handler.handle(&job)).catch_unwind().await {
@@ -184,7 +208,8 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
                 let delay = settings.retry.delay_before(attempt + 1);
                 warn!(%reason, ?delay, "transient failure; will retry");
-                let props = amqp::json_properties(amqp::attempt_headers(attempt + 1)).with_expiration(delay.as_millis().to_string().into());
+                let headers = amqp::headers_with_count(&delivery.properties, amqp::ATTEMPT_HEADER, attempt + 1);
+                let props = amqp::json_properties(headers).with_expiration(delay.as_millis().to_string().into());
                 amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
             }
             Outcome::Retry(reason) => {
@@ -192,29 +217,34 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             }
             Outcome::Fail(reason) => dead_letter(settings, ch, handler, &job, &reason).await,
         };
-        match settled {
-            Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    // The broker will redeliver; handlers are idempotent.
-                    warn!(error.cause_chain = ?e, "ack failed");
-                }
-            }
-            Err(e) if !ch.status().connected() => {
-                // The channel died with the connection; the broker redelivers the message.
-                warn!(error.cause_chain = ?e, "connection lost before the message was settled; it will be redelivered");
-            }
-            Err(e) => {
-                // Paused first, so a message whose outcome can't be recorded (a notice that can't
-                // be published, say) does not come straight back and redo its work in a tight loop.
-                let pause = settings.retry.delay_before(attempt + 1);
-                error!(error.cause_chain = ?e, ?pause, "could not settle the message; returning it to the queue");
-                tokio::time::sleep(pause).await;
-                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-            }
-        }
+        settle(settings, ch, &job, delivery, settled).await
     }
     .instrument(span)
     .await
+}
+
+/// Acks a delivery whose outcome was recorded (`settled`), or hands it back.
+async fn settle(settings: &ConsumerSettings, ch: &Channel, job: &Job, delivery: Delivery, settled: anyhow::Result<()>) {
+    match settled {
+        Ok(()) => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                // The broker will redeliver; handlers are idempotent.
+                warn!(error.cause_chain = ?e, "ack failed");
+            }
+        }
+        Err(e) if !ch.status().connected() => {
+            // The channel died with the connection; the broker redelivers the message.
+            warn!(error.cause_chain = ?e, "connection lost before the message was settled; it will be redelivered");
+        }
+        Err(e) => {
+            // Paused first, so a message whose outcome can't be recorded (a notice that can't
+            // be published, say) does not come straight back and redo its work in a tight loop.
+            let pause = settings.retry.delay_before(job.attempt + 1);
+            error!(error.cause_chain = ?e, ?pause, "could not settle the message; returning it to the queue");
+            tokio::time::sleep(pause).await;
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
 }
 
 async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, job: &Job, reason: &str) -> anyhow::Result<()> {

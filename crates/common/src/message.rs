@@ -25,9 +25,74 @@ impl JobMessage {
     }
 }
 
+/// Why a job failed for good, as its owner is told: one fixed, helpful sentence per class.
+/// The `error` field of a failure notice carries [`Failure::user_text`]; driver and operating
+/// system error text stays in the log, never in a message or a mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// ffprobe found no media container it accepts (also playlists and other references).
+    NotMedia,
+    NoAudio,
+    /// ffmpeg could read the file but not turn its audio into MP3.
+    BadAudio,
+    /// The job ran past its deadline; retrying would only time out again.
+    TooLong,
+    /// Handling the file stopped the converter again and again (out of memory, crash).
+    Unprocessable,
+    /// The video was gone when its job ran (its upload was refused after it was stored).
+    VideoMissing,
+    /// Anything on our side (a dependency down past the retries, a bug).
+    Internal,
+}
+
+impl Failure {
+    const ALL: [Failure; 7] = [
+        Failure::NotMedia,
+        Failure::NoAudio,
+        Failure::BadAudio,
+        Failure::TooLong,
+        Failure::Unprocessable,
+        Failure::VideoMissing,
+        Failure::Internal,
+    ];
+
+    pub fn user_text(self) -> &'static str {
+        match self {
+            Failure::NotMedia => "the uploaded file is not a video or audio file ffmpeg can read",
+            Failure::NoAudio => "the video has no audio track",
+            Failure::BadAudio => "the audio track could not be converted to MP3",
+            Failure::TooLong => "the video took too long to convert; try a shorter or smaller file",
+            Failure::Unprocessable => "the file could not be processed (it stopped the converter repeatedly); try another file",
+            Failure::VideoMissing => "the uploaded video is no longer stored; please upload it again",
+            Failure::Internal => "an internal error stopped the conversion; please try again later",
+        }
+    }
+
+    /// The class whose text `text` is; any other text (an older converter's, a driver's) is
+    /// an internal error, so that nothing but the fixed sentences reaches a mail.
+    pub fn from_text(text: &str) -> Failure {
+        Failure::ALL.into_iter().find(|f| f.user_text() == text).unwrap_or(Failure::Internal)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.user_text())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_texts_round_trip_and_anything_else_is_internal() {
+        for f in Failure::ALL {
+            assert_eq!(Failure::from_text(f.user_text()), f);
+        }
+        let leaked = "gave up after 5 attempts: MongoDB unavailable: Kind: I/O error: Connection refused (os error 111)";
+        assert_eq!(Failure::from_text(leaked), Failure::Internal);
+    }
 
     #[test]
     fn wire_format_matches_the_original() {

@@ -174,12 +174,18 @@ impl Taken {
     }
 }
 
-/// Polls `queue` until a message is there (acked on take) or `timeout` passes. The queue is
-/// declared first (durable, no arguments, as the services declare work and dead-letter
-/// queues), since getting from a missing queue would close the channel.
+/// Polls `queue` until a message is there (acked on take) or `timeout` passes. A missing
+/// queue is declared first (durable, no arguments, as the services declare dead-letter
+/// queues), since getting from a missing queue would close the channel; an existing one is
+/// left as it is (a work queue may carry a length bound, and redeclaring it without would fail).
 pub async fn take_message(ch: &lapin::Channel, queue: &str, timeout: Duration) -> Option<Taken> {
-    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(queue, durable, Default::default()).await.expect("declare queue");
+    let (conn, check) = amqp_channel().await.expect("broker reachable");
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    if check.queue_declare(queue, passive, Default::default()).await.is_err() {
+        let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(queue, durable, Default::default()).await.expect("declare queue");
+    }
+    let _ = conn.close(200, "checked").await;
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(msg)) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await {

@@ -35,9 +35,10 @@ async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     let settings = ConsumerSettings {
         amqp_url: SecretString::from(amqp_url()),
         queue: queue.clone(),
+        max_length: None,
         prefetch: 1,
         concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(100) },
+        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(100), max_redeliveries: 3 },
         grace: Duration::from_secs(5),
     };
     let handler = Arc::new(Fragile { done: AtomicUsize::new(0), notices: AtomicUsize::new(0) });

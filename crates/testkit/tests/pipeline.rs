@@ -80,3 +80,61 @@ async fn tutorial_flow_mkv_and_mp4_end_to_end() {
     assert_eq!(wait_for_mails(&owner, 2, Duration::from_secs(1)).await.unwrap().len(), 2, "no mail about the other user's file");
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
+
+/// The attack of issue 13: an upload that is an ID3 tag (which the gateway's sniffer takes for
+/// audio) followed by an HLS playlist naming a media file on the converter's disk. It used to
+/// come back as an mp3 of that file with a "ready" mail; now its owner gets the "not media"
+/// failure mail, and no mp3 exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id3_tagged_playlist_upload_gets_the_not_media_mail_not_the_named_file() {
+    let stack = Stack::start(&[]).await.expect("stack starts");
+    let owner = unique_email();
+    let token = stack.user_token(&owner, true).await.unwrap();
+    let named = media(Media::Mkv, 3);
+    let playlist = format!("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{}\n#EXT-X-ENDLIST\n", named.display());
+    let upload = tempfile::Builder::new().suffix(".mp3").tempfile().unwrap();
+    std::fs::write(upload.path(), [&b"ID3\x04\x00\x00\x00\x00\x00\x0a\0\0\0\0\0\0\0\0\0\0"[..], playlist.as_bytes()].concat()).unwrap();
+    let (status, body) = stack.upload(&token, upload.path()).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "success!"), "the sniffer accepts it as audio: {}", stack.logs());
+
+    let mails = wait_for_mails(&owner, 1, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    assert_eq!(mails[0].subject, "MP3 Download failed", "{}", mails[0].text);
+    assert!(mails[0].text.contains(&format!("Reason: {}", common::message::Failure::NotMedia.user_text())), "{}", mails[0].text);
+    let mp3s = stack.names.mongo().await.database(&stack.names.mp3s_db).collection::<mongodb::bson::Document>("fs.files");
+    assert_eq!(mp3s.count_documents(mongodb::bson::doc! {}).await.unwrap(), 0);
+    testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
+}
+
+/// A bounded video queue: once `VIDEO_QUEUE_MAX_LENGTH` uploads wait for a converter, the broker
+/// refuses the next publish and the gateway answers 503 with `Retry-After`, keeping nothing of
+/// that upload; the uploads accepted before stay queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_video_queue_answers_503_with_retry_after_and_loses_nothing_accepted() {
+    let mut stack = Stack::start(&[("VIDEO_QUEUE_MAX_LENGTH", "2")]).await.expect("stack starts");
+    // No converter: uploads stay in the queue.
+    stack.converter.kill();
+    let owner = unique_email();
+    let token = stack.user_token(&owner, true).await.unwrap();
+    let src = media(Media::Mp4, 2);
+    for _ in 0..2 {
+        let (status, body) = stack.upload(&token, &src).await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "success!"), "{}", stack.logs());
+    }
+    let form =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(std::fs::read(&src).unwrap()).file_name("third.mp4"));
+    let resp = reqwest::Client::new().post(stack.gateway_url("/upload")).bearer_auth(&token).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "{}", stack.logs());
+    assert!(resp.headers().contains_key("retry-after"), "{:?}", resp.headers());
+
+    // Two videos stored (the refused one deleted), two messages waiting, in order.
+    let videos = stack.names.mongo().await.database(&stack.names.videos_db).collection::<mongodb::bson::Document>("fs.files");
+    assert_eq!(videos.count_documents(mongodb::bson::doc! {}).await.unwrap(), 2);
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    for _ in 0..2 {
+        let msg =
+            testkit::take_message(&ch, &stack.names.video_queue, Duration::from_secs(5)).await.expect("accepted upload queued").json();
+        let id = mongodb::bson::oid::ObjectId::parse_str(msg["video_fid"].as_str().unwrap()).unwrap();
+        assert_eq!(videos.count_documents(mongodb::bson::doc! {"_id": id}).await.unwrap(), 1, "{msg}");
+    }
+    testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
+}

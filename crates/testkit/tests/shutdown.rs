@@ -41,9 +41,9 @@ async fn queue_job(names: &Names) -> ObjectId {
     common::gridfs::upload(&common::gridfs::bucket(&client.database(&names.videos_db)), id, "v", doc! {"username": "a@example.com"}, file)
         .await
         .unwrap();
-    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let (conn, ch) = testkit::amqp_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    common::amqp::declare_topology(&ch, &names.video_queue).await.unwrap();
+    common::amqp::declare_topology(&conn, &names.video_queue, None).await.unwrap();
     let body = JobMessage::new_video(id.to_hex(), "a@example.com").to_json();
     common::amqp::publish_confirmed(&ch, &names.video_queue, &body, common::amqp::json_properties(Default::default())).await.unwrap();
     id
@@ -107,5 +107,58 @@ async fn sigterm_returns_the_job_when_the_grace_period_is_over() {
     assert_eq!(back.json()["video_fid"], video.to_hex());
     let mp3s = names.mongo().await.database(&names.mp3s_db).collection::<Document>("fs.files").count_documents(doc! {}).await.unwrap();
     assert_eq!(mp3s, 0);
+    testkit::delete_queues(&[&names.video_queue, &names.mp3_queue]).await;
+}
+
+/// A message whose handling kills its converter (as an OOM kill would) comes back unsettled
+/// to the next converter, again and again. It is handled at most `MAX_REDELIVERIES` + 1 times,
+/// then dead-lettered with its reason and the owner told. Converters are spawned here and
+/// SIGKILLed by their "ffmpeg"; no shared server is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_kills_its_converter_is_dead_lettered_after_the_redelivery_bound() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let kills = dir.path().join("kills");
+    let ffmpeg = dir.path().join("ffmpeg");
+    std::fs::write(&ffmpeg, format!("#!/bin/sh\necho killed >> '{}'\nkill -KILL $PPID\nexit 1\n", kills.display())).unwrap();
+    std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let video = queue_job(&names).await;
+
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let dead_q = common::amqp::dead_queue(&names.video_queue);
+    let mut spawned = 0;
+    // The converter that dead-letters the message lives until the end of the test.
+    let (dead, _survivor) = 'outer: loop {
+        assert!(spawned < 8, "the message killed {spawned} converters and is still not dead-lettered");
+        let mut env = names.env();
+        env.extend([
+            ("HEALTH_PORT".to_owned(), free_port().to_string()),
+            ("FFMPEG_PATH".to_owned(), ffmpeg.display().to_string()),
+            ("CONVERTER_CONCURRENCY".to_owned(), "1".to_owned()),
+            ("MAX_REDELIVERIES".to_owned(), "2".to_owned()),
+        ]);
+        let mut converter = Proc::spawn("converter", &env).unwrap();
+        spawned += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if converter.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if let Some(dead) = take_message(&ch, &dead_q, Duration::from_millis(200)).await {
+                break 'outer (dead, converter);
+            }
+            assert!(Instant::now() < deadline, "converter {spawned} neither died nor dead-lettered:\n{}", converter.log_text());
+        }
+    };
+    let reason = dead.header_str("x-failure-reason").unwrap();
+    assert!(reason.starts_with(common::consumer::REDELIVERY_LIMIT_REASON), "{reason}");
+    assert_eq!(dead.json()["video_fid"], video.to_hex());
+    // Handled once, then twice more after coming back: three converters killed, the fourth
+    // dead-lettered it without handling it.
+    assert_eq!(std::fs::read_to_string(&kills).unwrap().lines().count(), 3);
+    assert_eq!(spawned, 4);
+    let notice = take_message(&ch, &names.mp3_queue, Duration::from_secs(10)).await.expect("owner told").json();
+    assert_eq!(notice["error"], common::message::Failure::Unprocessable.user_text());
+    assert!(take_message(&ch, &names.video_queue, Duration::from_millis(500)).await.is_none(), "nothing left to redeliver");
     testkit::delete_queues(&[&names.video_queue, &names.mp3_queue]).await;
 }

@@ -7,6 +7,11 @@ use common::config::{self, MongoSettings, RetrySettings};
 use common::{ConfigError, Env};
 use secrecy::SecretString;
 
+/// The longest job deadline allowed: a minute under RabbitMQ's default `consumer_timeout`
+/// (30 min since 3.8.15; a delivery unacked for longer gets its channel closed and is
+/// redelivered), leaving time to store and announce the mp3.
+pub const MAX_JOB_DEADLINE: Duration = Duration::from_secs(29 * 60);
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub health_port: u16,
@@ -16,13 +21,19 @@ pub struct Config {
     /// `AMQP_URL`
     pub amqp_url: SecretString,
     pub video_queue: String,
+    /// `VIDEO_QUEUE_MAX_LENGTH` (see `common::config::video_queue_max_length`).
+    pub video_queue_max_length: Option<u32>,
     pub mp3_queue: String,
     /// Conversions run at once.
     pub concurrency: usize,
     pub prefetch: u16,
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
-    pub ffmpeg_timeout: Duration,
+    /// `JOB_DEADLINE_SECONDS`: how long one conversion may take in all (download, ffprobe,
+    /// ffmpeg, upload). Past it the job fails for good: a file too long for the deadline would
+    /// only time out again. Kept under the broker's consumer timeout (30 min on RabbitMQ 3.10),
+    /// which would otherwise close the channel and redeliver the message.
+    pub job_deadline: Duration,
     pub retry: RetrySettings,
     /// Where videos and mp3s are staged while converting.
     pub tmp_dir: PathBuf,
@@ -36,6 +47,13 @@ impl Config {
         if concurrency == 0 {
             return Err(ConfigError::Invalid { name: "CONVERTER_CONCURRENCY", reason: "must be at least 1".into() });
         }
+        let job_deadline = env.seconds_or("JOB_DEADLINE_SECONDS", 1200)?;
+        if job_deadline.is_zero() || job_deadline > MAX_JOB_DEADLINE {
+            return Err(ConfigError::Invalid {
+                name: "JOB_DEADLINE_SECONDS",
+                reason: format!("must be between 1 and {} (under the broker's consumer timeout)", MAX_JOB_DEADLINE.as_secs()),
+            });
+        }
         let prefetch = env.parse_or("CONVERTER_PREFETCH", u16::try_from(concurrency).unwrap_or(u16::MAX))?;
         Ok(Self {
             health_port: env.parse_or("HEALTH_PORT", 8081)?,
@@ -44,12 +62,13 @@ impl Config {
             mp3s_db: config::mp3s_db(env),
             amqp_url: config::amqp_url(env),
             video_queue: config::video_queue(env),
+            video_queue_max_length: config::video_queue_max_length(env)?,
             mp3_queue: config::mp3_queue(env),
             concurrency,
             prefetch: prefetch.max(1),
             ffmpeg: env.string_or("FFMPEG_PATH", "ffmpeg").into(),
             ffprobe: env.string_or("FFPROBE_PATH", "ffprobe").into(),
-            ffmpeg_timeout: env.seconds_or("FFMPEG_TIMEOUT_SECONDS", 900)?,
+            job_deadline,
             retry: RetrySettings::from_env(env)?,
             tmp_dir: env.string_or("TMPDIR", "/tmp").into(),
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
@@ -70,5 +89,10 @@ mod tests {
         assert_eq!(c.mp3_queue, "mp3");
         let e = Config::from_env(&Env::from_pairs([("CONVERTER_CONCURRENCY", "0")])).unwrap_err();
         assert!(e.to_string().contains("CONVERTER_CONCURRENCY"));
+        assert_eq!(c.job_deadline, Duration::from_secs(1200));
+        for bad in ["0", "1741", "3600"] {
+            let e = Config::from_env(&Env::from_pairs([("JOB_DEADLINE_SECONDS", bad)])).unwrap_err();
+            assert!(e.to_string().contains("JOB_DEADLINE_SECONDS"), "{e}");
+        }
     }
 }

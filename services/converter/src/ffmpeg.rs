@@ -1,12 +1,35 @@
 //! ffprobe and ffmpeg as child processes: a typed error, a timeout, and `kill_on_drop` so an
 //! abandoned job never leaves an ffmpeg running.
+//!
+//! Uploaded bytes are hostile. ffmpeg's demuxers for playlists and scripts (HLS, DASH,
+//! ffconcat, SDP, IMF, ...) open whatever files or URLs the bytes name, so a "video" that is a
+//! playlist of a file on the converter's disk would come back as that file's audio. Both
+//! programs therefore open the input with [`INPUT_FORMATS`] as the only demuxers allowed and
+//! `file` as the only protocol: a playlist is refused as "not on whitelist", and `subfile:`,
+//! `data:`, `concat:`, `http:` and the like can be named by nothing.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+/// The demuxers allowed to read an upload: real media containers that hold their media
+/// themselves. ffmpeg matches each name against a demuxer's comma-separated names, so `mov`
+/// also admits mp4/m4a/3gp and `matroska` also webm. Deliberately absent: every demuxer that
+/// follows references (hls, dash, concat, imf, sdp, rtp, rtsp, webm_dash_manifest, image2,
+/// lavfi, ...) and text formats in general. `mov` follows its external data references only with
+/// `enable_drefs`, which is off by default.
+pub const INPUT_FORMATS: &str = "matroska,mov,avi,asf,flv,mpegts,mpeg,mp3,wav,w64,aiff,ogg,flac,aac,ac3,eac3,amr,caf,wv,ape,dts,au";
+
+/// Most of ffprobe's stdout kept (its JSON for a normal file is a few kB).
+const MAX_STDOUT: usize = 1 << 20;
+/// How much of stderr's end is kept: ffmpeg says what went wrong last, and a hostile file can
+/// make it print warnings without end.
+const STDERR_TAIL: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FfError {
@@ -24,6 +47,8 @@ pub enum FfError {
     },
     #[error("unreadable ffprobe output")]
     BadProbe(#[source] serde_json::Error),
+    #[error("{program} wrote more than {MAX_STDOUT} bytes to stdout")]
+    TooMuchOutput { program: String },
 }
 
 /// What ffprobe says of a file.
@@ -51,9 +76,9 @@ pub fn ensure_executable(program: &Path) -> Result<(), FfError> {
     }
 }
 
-async fn run(program: &Path, args: &[&std::ffi::OsStr], timeout: Duration) -> Result<Vec<u8>, FfError> {
+async fn run(program: &Path, args: &[&OsStr], timeout: Duration) -> Result<Vec<u8>, FfError> {
     let name = program.display().to_string();
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,22 +89,68 @@ async fn run(program: &Path, args: &[&std::ffi::OsStr], timeout: Duration) -> Re
             std::io::ErrorKind::NotFound => FfError::NotFound { program: name.clone() },
             _ => FfError::Io { program: name.clone(), source: e },
         })?;
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| FfError::TimedOut { program: name.clone(), after: timeout })?
-        .map_err(|e| FfError::Io { program: name.clone(), source: e })?;
-    if !output.status.success() {
-        return Err(FfError::Failed { program: name, status: output.status, stderr: tail(&output.stderr) });
+    let (stdout, stderr) = (child.stdout.take().expect("stdout is piped"), child.stderr.take().expect("stderr is piped"));
+    // Both pipes are drained to the end while the child runs (a full pipe would stall it), but
+    // only a bounded amount of each is kept.
+    let work = async { tokio::join!(read_capped(stdout, MAX_STDOUT), read_tail(stderr, STDERR_TAIL), child.wait()) };
+    let (out, err, status) =
+        tokio::time::timeout(timeout, work).await.map_err(|_| FfError::TimedOut { program: name.clone(), after: timeout })?;
+    let io = |e| FfError::Io { program: name.clone(), source: e };
+    let (status, (out, overflowed), err) = (status.map_err(io)?, out.map_err(io)?, err.map_err(io)?);
+    if !status.success() {
+        return Err(FfError::Failed { program: name, status, stderr: tail(&err) });
     }
-    Ok(output.stdout)
+    if overflowed {
+        return Err(FfError::TooMuchOutput { program: name });
+    }
+    Ok(out)
 }
 
-/// The last few hundred bytes of stderr, where ffmpeg says what went wrong.
+/// Reads `r` to its end, keeping the first `cap` bytes; true when more came.
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
+    let (mut kept, mut buf, mut overflowed) = (Vec::new(), vec![0u8; 8192], false);
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, overflowed));
+        }
+        let room = cap - kept.len();
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        overflowed |= n > room;
+    }
+}
+
+/// Reads `r` to its end, keeping (at most about twice) its last `keep` bytes.
+async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<Vec<u8>> {
+    let (mut kept, mut buf) = (Vec::with_capacity(2 * keep), vec![0u8; 8192]);
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            let start = kept.len().saturating_sub(keep);
+            return Ok(kept.split_off(start));
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+}
+
+/// The last few hundred characters of stderr, where ffmpeg says what went wrong.
 fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
     let start = text.char_indices().rev().nth(399).map_or(0, |(i, _)| i);
     text[start..].to_owned()
+}
+
+/// The input options both programs put before the upload: only [`INPUT_FORMATS`], only the
+/// `file` protocol, and the path spelled as a `file:` URL so that no part of it is read as
+/// another protocol's prefix.
+fn input_args(input: &Path) -> Vec<std::ffi::OsString> {
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(input.as_os_str());
+    ["-protocol_whitelist", "file", "-format_whitelist", INPUT_FORMATS, "-i"].into_iter().map(Into::into).chain([url]).collect()
 }
 
 #[derive(Deserialize)]
@@ -95,15 +166,9 @@ struct StreamJson {
 }
 
 pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Probe, FfError> {
-    let args: [&std::ffi::OsStr; 7] = [
-        "-v".as_ref(),
-        "error".as_ref(),
-        "-print_format".as_ref(),
-        "json".as_ref(),
-        "-show_streams".as_ref(),
-        "--".as_ref(),
-        input.as_os_str(),
-    ];
+    let mut args: Vec<std::ffi::OsString> = ["-v", "error", "-print_format", "json", "-show_streams"].into_iter().map(Into::into).collect();
+    args.extend(input_args(input));
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let out = run(ffprobe, &args, timeout).await?;
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
     let audio = parsed.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
@@ -113,20 +178,19 @@ pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Pr
 /// The ffmpeg arguments: the first audio track only (video, subtitles and data are not even
 /// decoded), MP3 via libmp3lame at VBR quality 4 (~165 kb/s, transparent for speech and most
 /// music, and lame's fastest good setting) or a plain stream copy when the audio already is MP3.
-pub fn convert_args<'a>(input: &'a Path, output: &'a Path, copy: bool) -> Vec<&'a std::ffi::OsStr> {
-    let mut args: Vec<&std::ffi::OsStr> =
-        ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"].iter().map(|s| s.as_ref()).collect();
-    args.push(input.as_os_str());
+pub fn convert_args(input: &Path, output: &Path, copy: bool) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"].into_iter().map(Into::into).collect();
+    args.extend(input_args(input));
     let codec: &[&str] = if copy { &["-c:a", "copy"] } else { &["-c:a", "libmp3lame", "-q:a", "4"] };
-    for a in ["-map", "0:a:0", "-vn", "-sn", "-dn"].iter().chain(codec).chain(&["-f", "mp3"]) {
-        args.push(a.as_ref());
-    }
-    args.push(output.as_os_str());
+    args.extend(["-map", "0:a:0", "-vn", "-sn", "-dn"].iter().chain(codec).chain(&["-f", "mp3"]).map(Into::into));
+    args.push(output.as_os_str().into());
     args
 }
 
 pub async fn convert(ffmpeg: &Path, input: &Path, output: &Path, copy: bool, timeout: Duration) -> Result<(), FfError> {
-    run(ffmpeg, &convert_args(input, output, copy), timeout).await.map(|_| ())
+    let args = convert_args(input, output, copy);
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    run(ffmpeg, &args, timeout).await.map(|_| ())
 }
 
 #[cfg(test)]
@@ -139,7 +203,10 @@ mod tests {
         let s: Vec<_> = a.iter().map(|x| x.to_str().unwrap()).collect();
         assert_eq!(
             s.join(" "),
-            "-nostdin -hide_banner -loglevel error -y -i /t/in -map 0:a:0 -vn -sn -dn -c:a libmp3lame -q:a 4 -f mp3 /t/out.mp3"
+            format!(
+                "-nostdin -hide_banner -loglevel error -y -protocol_whitelist file -format_whitelist {INPUT_FORMATS} -i file:/t/in \
+                 -map 0:a:0 -vn -sn -dn -c:a libmp3lame -q:a 4 -f mp3 /t/out.mp3"
+            )
         );
         let c = convert_args(Path::new("in"), Path::new("out"), true);
         assert!(c.iter().any(|x| *x == "copy"));
@@ -165,6 +232,23 @@ mod tests {
         assert!(matches!(ensure_executable(Path::new("no-such-ffmpeg")), Err(FfError::NotFound { .. })));
         let not_executable = tempfile::NamedTempFile::new().unwrap();
         assert!(matches!(ensure_executable(not_executable.path()), Err(FfError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn output_kept_in_memory_is_bounded() {
+        // 8 MB of stderr, then the real error, then a failure: only the end is kept.
+        let script = "head -c 8000000 /dev/zero | tr '\\0' x >&2; echo; echo 'the real error' >&2; exit 3";
+        let e = run(Path::new("sh"), &["-c".as_ref(), script.as_ref()], Duration::from_secs(30)).await.unwrap_err();
+        let FfError::Failed { stderr, .. } = e else { panic!("{e}") };
+        assert!(stderr.ends_with("the real error") && stderr.len() <= 400, "{} bytes", stderr.len());
+        let (kept, overflowed) = read_capped(&b"abcdef"[..], 4).await.unwrap();
+        assert_eq!((kept.as_slice(), overflowed), (&b"abcd"[..], true));
+        let big = vec![7u8; 100_000];
+        let tail = read_tail(&big[..], 1000).await.unwrap();
+        assert_eq!(tail.len(), 1000);
+        // Too much stdout (a probe of a file with endless streams) is an error, not a huge Vec.
+        let e = run(Path::new("sh"), &["-c".as_ref(), "head -c 3000000 /dev/zero".as_ref()], Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(e, FfError::TooMuchOutput { .. }), "{e}");
     }
 
     #[tokio::test]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use common::amqp::Publisher;
-use common::consumer::{Handler, Job, Outcome};
+use common::consumer::{self, Handler, Job, Outcome};
 use common::gridfs::{self, UploadError};
 use common::ids::{Mp3Id, VideoId};
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::options::IndexOptions;
@@ -49,10 +49,13 @@ impl Converter {
 
     #[instrument(skip_all, fields(video_fid = %video))]
     async fn convert(&self, video: VideoId, username: &str) -> Result<Mp3Id, Outcome> {
+        // The cause goes to the log only; the reason (also the dead-letter header once the
+        // retries run out) names what failed, without driver or OS text.
         let retry = |what: &str, e: anyhow::Error| {
             tracing::warn!(error.cause_chain = ?e, "{what}");
-            Outcome::Retry(format!("{what}: {e}"))
+            Outcome::Retry(what.to_owned())
         };
+        let fail = |f: Failure| Outcome::Fail(f.user_text().to_owned());
         if let Some(mp3) = self.existing_mp3(video).await.map_err(|e| retry("MongoDB unavailable", e))? {
             info!(mp3_fid = %mp3, "mp3 already made for this video");
             return Ok(mp3);
@@ -61,6 +64,9 @@ impl Converter {
             .await
             .map_err(|e| retry("MongoDB unavailable", e))?
             .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
+        // Nothing else bounds a job: a timeout is a permanent failure, since the same file
+        // would time out again.
+        let timeout = self.config.job_deadline;
 
         // The directory (and everything in it) is removed when `dir` drops, on every path.
         let dir = tempfile::Builder::new()
@@ -83,7 +89,6 @@ impl Converter {
         // probe's time is then hidden behind the encode. When the probe says the audio already
         // is MP3, or that there is nothing to convert, the encode is dropped (and its ffmpeg
         // killed: kill_on_drop).
-        let timeout = self.config.ffmpeg_timeout;
         let reencoded = dir.path().join("reencoded.mp3");
         // Boxed, not pinned on the stack, so that it can be dropped before the stream copy.
         let mut encode = Box::pin(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, timeout));
@@ -97,13 +102,19 @@ impl Converter {
         };
         let probe = match probe {
             Ok(p) => p,
-            Err(FfError::Failed { .. } | FfError::BadProbe(_)) => {
-                return Err(Outcome::Fail("the uploaded file is not a video or audio file ffmpeg can read".into()))
+            Err(e @ (FfError::Failed { .. } | FfError::BadProbe(_) | FfError::TooMuchOutput { .. })) => {
+                // Also every playlist and reference format: not on ffmpeg's input whitelist.
+                tracing::warn!(error = %e, "ffprobe refused the upload");
+                return Err(fail(Failure::NotMedia));
+            }
+            Err(e @ FfError::TimedOut { .. }) => {
+                tracing::warn!(error = %e, "ffprobe ran out of the job's time");
+                return Err(fail(Failure::TooLong));
             }
             Err(e) => return Err(retry("ffprobe failed", e.into())),
         };
         let Some(codec) = probe.audio_codec else {
-            return Err(Outcome::Fail("the video has no audio track".into()));
+            return Err(fail(Failure::NoAudio));
         };
         let copy = codec == "mp3";
         let (result, output) = if copy {
@@ -122,7 +133,11 @@ impl Converter {
             Err(e @ FfError::Failed { .. }) => {
                 // ffmpeg's own words (paths, internals) go to the log; the owner is told what happened.
                 tracing::warn!(error = %e, "ffmpeg could not convert the audio track");
-                return Err(Outcome::Fail("the audio track could not be converted to MP3".into()));
+                return Err(fail(Failure::BadAudio));
+            }
+            Err(e @ FfError::TimedOut { .. }) => {
+                tracing::warn!(error = %e, "ffmpeg ran out of the job's time");
+                return Err(fail(Failure::TooLong));
             }
             Err(e) => return Err(retry("ffmpeg did not finish", e.into())),
         }
@@ -156,9 +171,16 @@ impl Handler for Converter {
         let Ok(video) = msg.video_fid.parse::<VideoId>() else {
             return Outcome::Fail(format!("malformed message: video_fid {:?} is not an id", msg.video_fid));
         };
-        let mp3 = match self.convert(video, &msg.username).await {
-            Ok(mp3) => mp3,
-            Err(outcome) => return outcome,
+        // One deadline for the whole job (GridFS reads and writes included), under the
+        // broker's consumer timeout; dropping the job kills its ffmpeg.
+        let deadline = self.config.job_deadline;
+        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.username)).await {
+            Ok(Ok(mp3)) => mp3,
+            Ok(Err(outcome)) => return outcome,
+            Err(_) => {
+                tracing::warn!(video_fid = %video, ?deadline, "job deadline passed");
+                return Outcome::Fail(Failure::TooLong.user_text().to_owned());
+            }
         };
         let done = JobMessage { mp3_fid: Some(mp3.to_string()), error: None, ..msg };
         match self.publisher.publish(&self.config.mp3_queue, &done.to_json(), Default::default()).await {
@@ -168,10 +190,19 @@ impl Handler for Converter {
         }
     }
 
-    /// Tells the owner (through the notifier) that their video could not be converted.
+    /// Tells the owner (through the notifier) that their video could not be converted, with
+    /// the fixed sentence of the failure's class: the reasons of retries that ran out name
+    /// internals, so they become "internal error".
     async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
         let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
-        let notice = JobMessage { mp3_fid: None, error: Some(reason.to_owned()), ..msg };
+        let failure = if reason.starts_with(consumer::REDELIVERY_LIMIT_REASON) {
+            Failure::Unprocessable
+        } else if reason.starts_with("video ") && reason.ends_with(" not found") {
+            Failure::VideoMissing
+        } else {
+            Failure::from_text(reason)
+        };
+        let notice = JobMessage { mp3_fid: None, error: Some(failure.user_text().to_owned()), ..msg };
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
 }

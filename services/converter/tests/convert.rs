@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use converter::{Application, Config};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use testkit::{media, take_message, Media, Names};
@@ -16,10 +16,17 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(&[]).await
+}
+
+async fn start_with(extra: &[(&str, &str)]) -> Running {
     common::telemetry::init();
     let names = Names::new();
     let mut env = testkit::env_of(&[&names.env()]);
     env.set("HEALTH_PORT", "0").set("CONVERTER_CONCURRENCY", "2");
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
     let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
     let health = app.health_port();
     let stop = CancellationToken::new();
@@ -148,4 +155,158 @@ async fn refuses_to_start_without_ffmpeg() {
     env.set("HEALTH_PORT", "0").set("FFMPEG_PATH", "/nonexistent/ffmpeg");
     let err = Application::build(Config::from_env(&env).unwrap()).await.err().expect("start-up refused");
     assert_eq!(err.to_string(), "/nonexistent/ffmpeg not found; install ffmpeg or set FFMPEG_PATH/FFPROBE_PATH");
+}
+
+/// Uploads in every format ffmpeg 5.1 reads that names other files or URLs, each naming a
+/// real media file on the converter's disk, plain and behind an ID3 tag (which the gateway's
+/// sniffer takes for audio). Each must be "not media": dead-lettered with that reason and the
+/// owner told, never an mp3 of the named file. Before the input whitelist, the HLS and DASH
+/// ones came back as mp3s of the named file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_and_other_references_are_not_media_and_nothing_they_name_is_read() {
+    let r = start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = |ext: &str, codec: &str| {
+        let path = secrets.path().join(format!("secret.{ext}"));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=500:duration=3", "-c:a", codec])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        path.display().to_string()
+    };
+    let (ts, m4a, mp3) = (secret("ts", "aac"), secret("m4a", "aac"), secret("mp3", "libmp3lame"));
+    let hls = |entry: &str| format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{entry}\n#EXT-X-ENDLIST\n");
+    let master = secrets.path().join("media.m3u8");
+    std::fs::write(&master, hls(&ts)).unwrap();
+    let crafted: Vec<(&str, String)> = vec![
+        ("hls", hls(&ts)),
+        ("hls file: url", hls(&format!("file:{ts}"))),
+        ("hls subfile", hls(&format!("subfile,,start,0,end,0,,:{ts}"))),
+        ("hls concat protocol", hls(&format!("concat:{ts}|{ts}"))),
+        ("hls mp3 segment", hls(&mp3)),
+        ("hls master playlist", format!("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=64000\n{}\n", master.display())),
+        (
+            "dash",
+            format!(
+                r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT3S" minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><Period><AdaptationSet mimeType="audio/mp4"><Representation id="a" bandwidth="64000" codecs="mp4a.40.2"><BaseURL>file:{m4a}</BaseURL></Representation></AdaptationSet></Period></MPD>"#
+            ),
+        ),
+        ("ffconcat", format!("ffconcat version 1.0\nfile '{ts}'\nfile 'file:{mp3}'\n")),
+        ("sdp", "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n".to_owned()),
+        (
+            "imf",
+            format!(
+                r#"<?xml version="1.0"?><CompositionPlaylist xmlns="http://www.smpte-ra.org/schemas/2067-3/2016"><Id>urn:uuid:0b7bd6a7-4a5b-4d3b-9f2e-0c2c6c0f1a11</Id><ContentTitle>{m4a}</ContentTitle><EditRate>25 1</EditRate></CompositionPlaylist>"#
+            ),
+        ),
+    ];
+    // An ID3v2.4 tag of 10 padding bytes in front.
+    let id3: &[u8] = b"ID3\x04\x00\x00\x00\x00\x00\x0a\0\0\0\0\0\0\0\0\0\0";
+    let mut expected = 0;
+    for (name, text) in &crafted {
+        for prefix in [&b""[..], id3] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), [prefix, text.as_bytes()].concat()).unwrap();
+            let owner = format!("{}-{}@example.com", name.replace([' ', ':'], "-"), prefix.len());
+            let video = put_video(&r, file.path(), &owner).await;
+            publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), &owner).to_json()).await;
+            expected += 1;
+        }
+    }
+
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let dead_q = common::amqp::dead_queue(&r.names.video_queue);
+    for i in 0..expected {
+        let dead =
+            take_message(&ch, &dead_q, Duration::from_secs(60)).await.unwrap_or_else(|| panic!("only {i} of {expected} dead-lettered"));
+        let owner = dead.json()["username"].as_str().unwrap().to_owned();
+        assert_eq!(dead.header_str("x-failure-reason").as_deref(), Some(Failure::NotMedia.user_text()), "{owner}");
+    }
+    let mut told = std::collections::BTreeSet::new();
+    for _ in 0..expected {
+        let notice = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(10)).await.expect("failure notice").json();
+        assert_eq!(notice["mp3_fid"], serde_json::Value::Null, "{notice}");
+        assert_eq!(notice["error"], Failure::NotMedia.user_text(), "{notice}");
+        told.insert(notice["username"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(told.len(), expected, "every owner told once: {told:?}");
+    assert_eq!(mp3_count(&r).await, 0, "no mp3 made from a referenced file");
+    testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
+}
+
+/// The formats people upload still convert under the input whitelist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_containers_still_convert() {
+    let r = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let made: &[(&str, &[&str])] = &[
+        ("webm", &["-c:a", "libopus"]),
+        ("mov", &["-c:a", "aac"]),
+        ("avi", &["-c:a", "libmp3lame"]),
+        ("mp3", &["-c:a", "libmp3lame"]),
+        ("wav", &["-c:a", "pcm_s16le"]),
+        ("ogg", &["-c:a", "libvorbis"]),
+        ("flac", &["-c:a", "flac"]),
+        ("m4a", &["-c:a", "aac"]),
+        ("ts", &["-c:a", "aac"]),
+        ("wma", &["-c:a", "wmav2"]),
+        ("aac", &["-c:a", "aac"]),
+    ];
+    let mut sources = vec![media(Media::Mkv, 2), media(Media::Mp4, 2)];
+    for (ext, codec) in made {
+        let path = dir.path().join(format!("a.{ext}"));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=2"])
+            .args(*codec)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ffmpeg makes a .{ext}");
+        sources.push(path);
+    }
+    let mut videos = std::collections::BTreeSet::new();
+    for src in &sources {
+        let video = put_video(&r, src, "owner@example.com").await;
+        publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
+        videos.insert(video.to_hex());
+    }
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let mut converted = std::collections::BTreeSet::new();
+    for _ in 0..sources.len() {
+        let Some(msg) = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(60)).await else { break };
+        let msg = msg.json();
+        assert!(msg["mp3_fid"].is_string(), "{msg}");
+        converted.insert(msg["video_fid"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(converted, videos, "every container converted: {sources:?}");
+    testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
+}
+
+/// One deadline for the whole job, after which it fails for good: not retried, dead-lettered
+/// with the "too long" reason, and the owner told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_deadline_fails_for_good_without_retries() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ffmpeg = dir.path().join("ffmpeg");
+    std::fs::write(&ffmpeg, "#!/bin/sh\nexec sleep 120\n").unwrap();
+    std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ffmpeg = ffmpeg.display().to_string();
+    let r = start_with(&[("FFMPEG_PATH", &ffmpeg), ("JOB_DEADLINE_SECONDS", "2"), ("MAX_ATTEMPTS", "5"), ("RETRY_BASE_MS", "100")]).await;
+    let video = put_video(&r, &media(Media::Mkv, 2), "owner@example.com").await;
+    let started = std::time::Instant::now();
+    publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
+
+    let (_c, ch) = testkit::amqp_channel().await.unwrap();
+    let dead = take_message(&ch, &common::amqp::dead_queue(&r.names.video_queue), Duration::from_secs(30)).await.expect("dead-lettered");
+    assert_eq!(dead.header_str("x-failure-reason").as_deref(), Some(Failure::TooLong.user_text()));
+    assert_eq!(dead.header_str("x-attempt").as_deref(), Some("LongUInt(1)"), "not retried");
+    assert!(started.elapsed() < Duration::from_secs(15), "failed at the deadline: {:?}", started.elapsed());
+    let notice = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(10)).await.expect("owner told").json();
+    assert_eq!(notice["error"], Failure::TooLong.user_text());
+    assert!(take_message(&ch, &common::amqp::retry_queue(&r.names.video_queue), Duration::from_millis(500)).await.is_none());
+    assert_eq!(mp3_count(&r).await, 0);
+    testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
 }

@@ -72,7 +72,8 @@ impl Application {
             .build()
             .context("failed to build the HTTP client")?;
         let mongo = gridfs::client(&config.mongo, config.dependency_timeout, config.mongo_pool_max).await?;
-        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout);
+        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout)
+            .with_max_length(&config.video_queue, config.video_queue_max_length);
         let state = AppState {
             http,
             auth_url: format!("http://{}", config.auth_address),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
-use common::message::JobMessage;
+use common::message::{Failure, JobMessage};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -35,13 +35,22 @@ pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio
 }
 
 /// The mail for a message: `(dedup key, subject, body)`. Only checked values reach headers.
+/// A failure's reason is one of the fixed sentences of [`Failure`]: any other text in the
+/// message (an older converter's, with driver or OS detail) is logged and mailed as an
+/// internal error.
 pub fn compose(msg: &JobMessage) -> Result<(String, &'static str, String), String> {
     match (&msg.mp3_fid, &msg.error) {
-        (_, Some(reason)) => Ok((
-            format!("failed:{}", msg.video_fid),
-            "MP3 Download failed",
-            format!("Your video {} could not be converted to MP3.\nReason: {reason}\n", msg.video_fid),
-        )),
+        (_, Some(error)) => {
+            let failure = Failure::from_text(error);
+            if failure.user_text() != error {
+                tracing::warn!(video_fid = %msg.video_fid, %error, "failure notice with an unknown reason; mailing it as an internal error");
+            }
+            Ok((
+                format!("failed:{}", msg.video_fid),
+                "MP3 Download failed",
+                format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid),
+            ))
+        }
         (Some(fid), None) => Ok((format!("mp3:{fid}"), "MP3 Download", format!("mp3 file_id: {fid} is now ready!"))),
         (None, None) => Err("malformed message: neither mp3_fid nor error is set".into()),
     }
@@ -191,6 +200,12 @@ mod tests {
         assert_eq!(key, "failed:v");
         assert_eq!(subject, "MP3 Download failed");
         assert!(body.contains("the video has no audio track"));
+        let leaked = "gave up after 5 attempts: MongoDB unavailable: Connection refused (os error 111)";
+        let (_, _, body) = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }).unwrap();
+        assert_eq!(
+            body,
+            "Your video v could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
+        );
         assert!(compose(&JobMessage { mp3_fid: None, ..m }).is_err());
     }
 }

@@ -77,6 +77,34 @@ async fn tells_the_owner_when_conversion_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_mails_carry_a_fixed_reason_never_driver_text() {
+    let names = Names::new();
+    let _app = start(&names).await;
+    // Each class's sentence arrives as it is; a reason with driver/OS detail (what an older
+    // converter sent once its retries ran out) arrives as the internal-error sentence.
+    let leaked = "gave up after 5 attempts: MongoDB unavailable: Kind: I/O error: Connection refused (os error 111), labels: {}";
+    let cases = [
+        (common::message::Failure::TooLong.user_text(), common::message::Failure::TooLong.user_text()),
+        (common::message::Failure::NotMedia.user_text(), common::message::Failure::NotMedia.user_text()),
+        (leaked, "an internal error stopped the conversion; please try again later"),
+    ];
+    for (error, expected) in cases {
+        let to = unique_email();
+        // Its own video id: failure mails are deduplicated per video.
+        let video = mongodb::bson::oid::ObjectId::new().to_hex();
+        let msg = JobMessage { error: Some(error.into()), ..JobMessage::new_video(&video, &to) };
+        publish(&names.mp3_queue, &msg.to_json()).await;
+        let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(mails[0].subject, "MP3 Download failed");
+        assert_eq!(mails[0].text.trim(), format!("Your video {video} could not be converted to MP3.\nReason: {expected}"), "for {error:?}");
+        for detail in ["os error", "MongoDB", "Connection refused", "attempts"] {
+            assert!(!mails[0].text.contains(detail), "{detail:?} leaked into {:?}", mails[0].text);
+        }
+    }
+    testkit::delete_queues(&[&names.mp3_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recipients_and_header_injection_are_dead_lettered() {
     let names = Names::new();
     let _app = start(&names).await;
