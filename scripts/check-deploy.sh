@@ -2,16 +2,20 @@
 # Static checks of everything that ships mp3converter to Kubernetes: no Docker engine and no
 # cluster needed. Installs its own tools (pinned) into a virtualenv outside the repository.
 #
-#   1. render      kubectl kustomize of manifests/, overlays/in-cluster-db, overlays/keda and the
-#                  combination scripts/minikube-up.sh applies (every component + script-secrets);
-#                  cert-manager's objects, like KEDA's, have no schema in step 4/5
+#   1. render      kubectl kustomize of manifests/, overlays/in-cluster-db, overlays/keda,
+#                  overlays/prometheus-operator and the combination scripts/minikube-up.sh applies
+#                  (every component + script-secrets); cert-manager's objects, like KEDA's and the
+#                  Prometheus Operator's, have no schema in step 4/5
 #   2. cross-check scripts/check_manifests.py on those renders (references, hardening, drain vs
 #                  grace period, docs/configuration.md vs ConfigMaps+Secrets, images vs Dockerfile)
 #   3. manifest_env  scripts/manifest_env.py prints an environment and probes for every service
 #   4. kubernetes-validate --strict, for the Kubernetes minikube starts (MINIKUBE_K8S_VERSION)
 #   5. kubernetes-validate --strict, for the newest Kubernetes the pinned validator knows
-#      (KEDA's ScaledObject/TriggerAuthentication have no schema there: they are listed as skipped
-#      and their references are checked in step 2 instead)
+#      (KEDA's ScaledObject/TriggerAuthentication and the Prometheus Operator's PodMonitor and
+#      PrometheusRule have no schema there: they are listed as skipped and checked in steps 2
+#      and 5b instead)
+#   5b. alerts: scripts/check_alerts.py (alerts and dashboard read exported metrics, every alert
+#      has a unit test), promtool check rules, promtool test rules
 #   6. hadolint on docker/*Dockerfile*; scripts/check_docker_context.py (.dockerignore keeps
 #      every workspace member, the Dockerfile builds real packages)
 #   7. shellcheck on scripts/*.sh and .ci/run
@@ -125,7 +129,7 @@ components:
 EOF
   local name dir objects=0 n
   for spec in base:manifests in-cluster-db:manifests/overlays/in-cluster-db keda:manifests/overlays/keda \
-    minikube-up-all:.dev/check-deploy/minikube-up-all; do
+    prometheus-operator:manifests/overlays/prometheus-operator minikube-up-all:.dev/check-deploy/minikube-up-all; do
     name=${spec%%:*}
     dir=${spec#*:}
     kubectl kustomize "$dir" >"$WORK/render/$name.yaml"
@@ -134,12 +138,12 @@ EOF
     objects=$((objects + n))
     echo "$WORK/render/$name.yaml" >>"$WORK/renders"
   done
-  echo "4 kustomizations, $objects objects" >"$DETAIL"
+  echo "5 kustomizations, $objects objects" >"$DETAIL"
 }
 run_check render render
 [[ -f $WORK/renders ]] && mapfile -t RENDERS <"$WORK/renders"
 # Without kubectl the later checks fall back to the plain files of the base.
-if ((${#RENDERS[@]} < 4)); then
+if ((${#RENDERS[@]} < 5)); then
   "$PY" - "$WORK/render/base.yaml" <<'EOF'
 import sys, pathlib, yaml
 root = pathlib.Path("manifests")
@@ -195,9 +199,9 @@ import pathlib, sys, yaml
 out = pathlib.Path(sys.argv[1])
 for path in map(pathlib.Path, sys.argv[2:]):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    crd_groups = ("keda.sh/", "cert-manager.io/")
-    core = [d for d in docs if not d["apiVersion"].startswith(crd_groups)]
-    crd = [d for d in docs if d["apiVersion"].startswith(crd_groups)]
+    no_schema = ("keda.sh/", "monitoring.coreos.com/", "cert-manager.io/")
+    core = [d for d in docs if not d["apiVersion"].startswith(no_schema)]
+    crd = [d for d in docs if d["apiVersion"].startswith(no_schema)]
     (out / f"{path.stem}.core.yml").write_text(yaml.safe_dump_all(core, sort_keys=False))
     (out / f"{path.stem}.crd.count").write_text(str(len(crd)))
 EOF
@@ -213,12 +217,25 @@ validate_k8s() {
   local rc=0
   "$VENV/bin/kubernetes-validate" --strict --kubernetes-version "$version" --quiet "${files[@]}" | tee "$WORK/kv.out" || rc=$?
   if grep -q "Couldn't find schema" "$WORK/kv.out"; then rc=1; fi
-  echo "Kubernetes $version: $total objects valid in ${#files[@]} renders, $skipped KEDA/cert-manager CRD objects skipped (no schema)" >"$DETAIL"
+  echo "Kubernetes $version: $total objects valid in ${#files[@]} renders, $skipped KEDA/Prometheus Operator/cert-manager CRD objects skipped (no schema)" >"$DETAIL"
   ((rc == 0)) || echo "Kubernetes $version: FAILED" >"$DETAIL"
   return "$rc"
 }
 run_check "kubernetes-validate-$MINIKUBE_K8S_VERSION" validate_k8s "$MINIKUBE_K8S_VERSION"
 run_check "kubernetes-validate-$LATEST_K8S" validate_k8s "$LATEST_K8S"
+
+# --- 5b. alert rules and dashboard ---------------------------------------------------------------
+alerts() {
+  command -v promtool >/dev/null || { echo "promtool missing (scripts/deps.sh installs Debian's prometheus)" >"$DETAIL"; return 1; }
+  "$PY" scripts/check_alerts.py "$WORK/alerts" | tee "$WORK/alerts.out"
+  local rc=${PIPESTATUS[0]}
+  tail -n1 "$WORK/alerts.out" | sed 's/^check_alerts: //' >"$DETAIL"
+  ((rc == 0)) || return "$rc"
+  promtool check rules "$WORK/alerts/alerts.rules.yaml"
+  (cd "$WORK/alerts" && promtool test rules alerts.test.yaml)
+  echo "$(<"$DETAIL"); promtool check + unit tests pass" >"$DETAIL"
+}
+run_check alerts alerts
 
 # --- 6. hadolint ------------------------------------------------------------------------------
 lint_dockerfiles() {

@@ -14,6 +14,8 @@ base, manifests/). Checked, per rendered set:
     USER), no privilege escalation, capabilities dropped, RuntimeDefault seccomp, liveness and
     readiness probes, CPU and memory requests and limits, no service account token;
   - SHUTDOWN_GRACE_SECONDS + preStop sleep < terminationGracePeriodSeconds;
+  - no Ingress path routes /metrics; every service's pod has prometheus.io scrape annotations
+    naming one of its ports; PodMonitors select pods and name their ports;
   - our images are mp3converter/<target>:dev and <target> is a stage of docker/Dockerfile;
   - the first (base) set: every variable docs/configuration.md lists for a service is set by its
     manifests, and nothing undocumented is;
@@ -138,9 +140,29 @@ class Checker:
                     svc = services.get(backend["name"])
                     where = f"{label} Ingress/{name} {rule.get('host')}{path.get('path')}"
                     self.expect(svc is not None, where, f"backend Service {backend['name']!r} does not exist")
+                    # Our services serve /metrics on their HTTP port (RabbitMQ's management UI does not).
+                    if backend["name"] in SERVICES:
+                        self.expect(not routes_metrics(path), where, "routes /metrics: the services' metrics are not public")
                     if svc is not None:
                         number = backend["port"].get("number")
                         self.expect(any(p["port"] == number for p in svc["spec"]["ports"]), where, f"Service has no port {number}")
+        # Prometheus finds every service's /metrics: scrape annotations naming a port of the pod,
+        # and (Prometheus Operator component) PodMonitors whose ports and selectors resolve.
+        for name in SERVICES:
+            w = workloads.get(name)
+            if w is None:
+                continue
+            ann = w["spec"]["template"]["metadata"].get("annotations", {})
+            where = f"{label} {w['kind']}/{name}"
+            self.expect(ann.get("prometheus.io/scrape") == "true", where, "no prometheus.io/scrape annotation")
+            port = ann.get("prometheus.io/port", "")
+            self.expect(port.isdigit() and has_port(w, int(port)), where, f"prometheus.io/port {port!r} is not a port of the pod")
+        for name, pm in by_kind(objs, "PodMonitor").items():
+            where = f"{label} PodMonitor/{name}"
+            pods = [w for w in workloads.values() if selects_expr(pm["spec"]["selector"], w)]
+            self.expect(bool(pods), where, "selector matches no workload")
+            for ep in pm["spec"].get("podMetricsEndpoints", []):
+                self.expect(any(has_port(w, ep["port"]) for w in pods), where, f"port {ep['port']!r} is a port of no selected pod")
         for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             for name, obj in by_kind(objs, kind).items():
                 ref = obj["spec"]["scaleTargetRef"]
@@ -304,6 +326,27 @@ class Checker:
 def selects(selector: dict | None, workload: dict) -> bool:
     labels = workload["spec"]["template"]["metadata"].get("labels", {})
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def routes_metrics(path: dict) -> bool:
+    """Whether an Ingress path would send GET /metrics to its backend."""
+    p = path.get("path", "/")
+    if path.get("pathType") == "Exact":
+        return p == "/metrics"
+    # Prefix (and ImplementationSpecific, which nginx treats as a prefix): by path segment.
+    p = p.rstrip("/")
+    return p in ("", "/metrics") or "/metrics".startswith(p + "/")
+
+
+def selects_expr(selector: dict, workload: dict) -> bool:
+    """A label selector with matchLabels and/or matchExpressions (In only) against a pod template."""
+    labels = workload["spec"]["template"]["metadata"].get("labels", {})
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] != "In" or labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return bool(selector)
 
 
 def has_port(workload: dict, port) -> bool:

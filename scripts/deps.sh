@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure everything the services and their tests talk to is installed and answering:
 #   ffmpeg + ffprobe       (apt)
+#   prometheus + promtool  (apt: Debian's prometheus)
 #   MariaDB  127.0.0.1:3306 and RabbitMQ 127.0.0.1:5672  (started if down)
 #   MongoDB  127.0.0.1:27017: a real `mongod` if one is on PATH, else SecantusDB (PyPI), a
 #            MongoDB-compatible server; or only checked when MONGODB_URI is set
@@ -13,8 +14,8 @@
 deps_usage() {
   cat <<'EOF'
 usage: scripts/deps.sh [-h|--help]
-  Install and start what mp3converter needs locally (ffmpeg, MariaDB, RabbitMQ, a MongoDB-compatible
-  server, maildev). Env: MONGODB_URI (use that server instead of starting one),
+  Install and start what mp3converter needs locally (ffmpeg, prometheus, MariaDB, RabbitMQ, a
+  MongoDB-compatible server, maildev). Env: MONGODB_URI (use that server instead of starting one),
   MP3C_DEV_DIR (state dir, default <repo>/.dev).
 EOF
 }
@@ -73,6 +74,15 @@ deps_main() (
     command -v ffprobe >/dev/null || die "ffmpeg was installed but ffprobe is not on PATH"
   fi
   summary+=("ffmpeg      $(command -v ffmpeg), $(command -v ffprobe)")
+
+  # --- Prometheus + promtool (the scrape test, the alert-rule checks, dev-up.sh --prometheus) ---
+  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    apt_install prometheus
+    hash -r
+  fi
+  # Where systemd runs, Debian's package also starts a Prometheus on :9090; nothing here uses
+  # it: the tests and dev-up.sh --prometheus run their own, with their own configuration.
+  summary+=("prometheus  $(command -v prometheus), $(command -v promtool)")
 
   # --- MariaDB ------------------------------------------------------------------------------
   mariadb_ping() { mysqladmin --protocol=tcp -h127.0.0.1 -P3306 --connect-timeout=2 ping >/dev/null 2>&1; }

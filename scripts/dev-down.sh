@@ -45,7 +45,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
 }
 
 # The gateway first (no new work comes in), auth last (the gateway needs it to drain).
-for svc in gateway converter notification auth; do
+for svc in prometheus gateway converter notification auth; do
   stop_recorded "$svc" 30
 done
 

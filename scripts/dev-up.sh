@@ -10,16 +10,19 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: scripts/dev-up.sh [--no-build] [--debug] [-h|--help]
+usage: scripts/dev-up.sh [--no-build] [--debug] [--prometheus] [-h|--help]
   Start mp3converter locally: deps, init.sql, build (release), auth :5000, gateway :8080,
   converter (health :8081), notification (health :8082), mail UI at http://127.0.0.1:1080.
   --no-build  use the binaries already built      --debug  use the debug profile
+  --prometheus  also start a Prometheus on 127.0.0.1:9090 (env PROMETHEUS_PORT) scraping the
+                four services' /metrics every 5 s, with the suite's alert rules
   Env: MONGODB_URI (use that server), RUST_LOG (default info), MP3C_DEV_DIR (default <repo>/.dev)
 EOF
 }
 
 build=1
 profile=release
+with_prometheus=0
 while (($#)); do
   case $1 in
     -h | --help)
@@ -28,6 +31,7 @@ while (($#)); do
       ;;
     --no-build) build=0 ;;
     --debug) profile=debug ;;
+    --prometheus) with_prometheus=1 ;;
     *)
       usage >&2
       exit 2
@@ -83,7 +87,7 @@ done
 
 # --- (re)start the services -----------------------------------------------------------------
 # Stop every old instance first, so that ports are free and nothing talks to an old binary.
-for svc in gateway converter notification auth; do
+for svc in prometheus gateway converter notification auth; do
   stop_recorded "$svc" 30
 done
 for svc in "${MP3C_SERVICES[@]}"; do
@@ -124,6 +128,48 @@ for svc in "${MP3C_SERVICES[@]}"; do
   log "$svc is ready (pid $(pid_of "$svc"), log $MP3C_LOG_DIR/$svc.log)"
 done
 
+# --- Prometheus beside the suite (optional) -------------------------------------------------
+prometheus_note=""
+if ((with_prometheus)); then
+  prom_port=${PROMETHEUS_PORT:-9090}
+  prom_dir=$MP3C_DEV_DIR/prometheus
+  mkdir -p "$prom_dir/data"
+  if tcp_open 127.0.0.1 "$prom_port"; then
+    die "port $prom_port (for prometheus) is in use; set PROMETHEUS_PORT to another one"
+  fi
+  # The alert rules are the PrometheusRule's groups (scripts/check_alerts.py needs python3-yaml).
+  rule_files=""
+  if python3 "$MP3C_ROOT/scripts/check_alerts.py" "$prom_dir/rules" >/dev/null 2>&1; then
+    rule_files="rule_files: [\"$prom_dir/rules/alerts.rules.yaml\"]"
+  else
+    log "alert rules not loaded (scripts/check_alerts.py needs python3-yaml)"
+  fi
+  # The labels the alerts and the dashboard group by, as the Prometheus Operator sets them.
+  cat >"$prom_dir/prometheus.yml" <<YAML
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+$rule_files
+scrape_configs:
+  - job_name: mp3converter
+    static_configs:
+      - targets: ["127.0.0.1:5000"]
+        labels: { namespace: mp3converter, container: auth }
+      - targets: ["127.0.0.1:8080"]
+        labels: { namespace: mp3converter, container: gateway }
+      - targets: ["127.0.0.1:8081"]
+        labels: { namespace: mp3converter, container: converter }
+      - targets: ["127.0.0.1:8082"]
+        labels: { namespace: mp3converter, container: notification }
+YAML
+  start_bg prometheus "$prom_dir/prometheus.yml" prometheus --config.file="$prom_dir/prometheus.yml" \
+    --storage.tsdb.path="$prom_dir/data" --web.listen-address="127.0.0.1:$prom_port"
+  wait_until "prometheus (http://127.0.0.1:$prom_port/-/ready)" 60 "$MP3C_LOG_DIR/prometheus.log" prometheus \
+    http_ok "http://127.0.0.1:$prom_port/-/ready"
+  prometheus_note="  prometheus    http://127.0.0.1:$prom_port   (targets: /targets, alerts: /alerts; try rate(http_requests_total[1m]))
+"
+fi
+
 # --- a small test video -------------------------------------------------------------------
 video=$MP3C_DEV_DIR/test.mkv
 if [[ ! -s $video ]] && command -v ffmpeg >/dev/null; then
@@ -145,7 +191,8 @@ mp3converter is up:
   converter     http://127.0.0.1:8081/readyz   log $MP3C_LOG_DIR/converter.log
   notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
   mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
-
+  metrics       http://127.0.0.1:5000/metrics  :8080/metrics  :8081/metrics  :8082/metrics
+${prometheus_note}
 Try the tutorial's flow:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
   curl -X POST -F 'file=@$video' -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload

@@ -176,6 +176,7 @@ impl Publisher {
                 return Ok(ch.clone());
             }
             tracing::warn!("AMQP connection lost; reconnecting");
+            crate::metrics::reconnected("rabbitmq");
         }
         discard(&mut state);
         let conn = connect(&self.url).await?;
@@ -197,8 +198,10 @@ impl Publisher {
         self.ensure_connected().await.is_ok()
     }
 
-    /// Publishes a persistent JSON message and waits for the confirm, within the timeout.
-    pub async fn publish(&self, queue: &str, body: &[u8], headers: FieldTable) -> anyhow::Result<()> {
+    /// Publishes a persistent JSON message and waits for the confirm, within the timeout. The
+    /// message carries the current trace context (`traceparent`) unless `headers` has one.
+    pub async fn publish(&self, queue: &str, body: &[u8], mut headers: FieldTable) -> anyhow::Result<()> {
+        crate::trace::inject_amqp(&mut headers);
         let attempt = async {
             let ch = self.channel().await?;
             publish_confirmed(&ch, queue, body, json_properties(headers)).await

@@ -22,6 +22,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::amqp;
 use crate::config::RetrySettings;
+use crate::trace::TraceContext;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,7 @@ pub async fn run<H: Handler>(settings: ConsumerSettings, handler: Arc<H>, shutdo
                     backoff = Duration::from_millis(500);
                 }
                 error!(error.cause_chain = ?e, queue = %settings.queue, retry_in = ?backoff, "consumer lost its connection");
+                crate::metrics::reconnected("rabbitmq");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -177,8 +179,17 @@ async fn session<H: Handler>(
 async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, delivery: Delivery) {
     let attempt = amqp::attempt_of(&delivery.properties);
     let job = Job { body: delivery.data.clone(), attempt };
-    let span = tracing::info_span!("job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
-    async {
+    // The trace the message arrived with (the upload's), or a new one for a message without.
+    let parent = crate::trace::from_amqp(delivery.properties.headers().as_ref()).as_deref().and_then(TraceContext::parse);
+    let span = tracing::info_span!(
+        "job",
+        queue = %settings.queue,
+        delivery_tag = delivery.delivery_tag,
+        attempt,
+        trace_id = tracing::field::Empty
+    );
+    let ctx = crate::telemetry::enter_trace(&span, parent);
+    let work = async {
         // A delivery that comes back unsettled may be one whose handling kills its consumer
         // (OOM, a crash in ffmpeg's parent): handled again as it is, it would kill consumer
         // after consumer forever. Its count is first made durable in a copy at the back of the
@@ -187,15 +198,15 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
         // a quorum queue's `x-delivery-limit` would need the queue recreated.
         if delivery.redelivered {
             let returns = amqp::redeliveries_of(&delivery.properties) + 1;
-            let settled = if returns > settings.retry.max_redeliveries {
+            let (settled, label) = if returns > settings.retry.max_redeliveries {
                 let reason = format!("{REDELIVERY_LIMIT_REASON} ({returns} times)");
-                dead_letter(settings, ch, handler, &job, &reason).await
+                (dead_letter(settings, ch, handler, &job, &reason).await, Some("dead_lettered"))
             } else {
                 warn!(returns, "message came back unsettled; requeued with its count");
                 let headers = amqp::headers_with_count(&delivery.properties, amqp::REDELIVERIES_HEADER, returns);
-                amqp::publish_confirmed(ch, &settings.queue, &job.body, delivery.properties.clone().with_headers(headers)).await
+                (amqp::publish_confirmed(ch, &settings.queue, &job.body, delivery.properties.clone().with_headers(headers)).await, None)
             };
-            return settle(settings, ch, &job, delivery, settled).await;
+            return settle(settings, ch, &job, delivery, settled, label).await;
         }
         // A handler that panics on some input must not leave its message unsettled (holding a
         // prefetch slot until the connection closes) nor crash-loop on it: it is a poison message.
@@ -203,12 +214,20 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             Ok(outcome) => outcome,
             Err(_) => Outcome::Fail("internal error while processing the message".into()),
         };
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Retry(_) if attempt < settings.retry.max_attempts => "retried",
+            Outcome::Retry(_) => "dead_lettered",
+            Outcome::Fail(_) => "failed",
+        };
         let settled = match outcome {
             Outcome::Done => Ok(()),
             Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
                 let delay = settings.retry.delay_before(attempt + 1);
                 warn!(%reason, ?delay, "transient failure; will retry");
-                let headers = amqp::headers_with_count(&delivery.properties, amqp::ATTEMPT_HEADER, attempt + 1);
+                // The copy keeps the delivery's headers, its traceparent among them.
+                let mut headers = amqp::headers_with_count(&delivery.properties, amqp::ATTEMPT_HEADER, attempt + 1);
+                crate::trace::inject_amqp(&mut headers);
                 let props = amqp::json_properties(headers).with_expiration(delay.as_millis().to_string().into());
                 amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
             }
@@ -217,16 +236,28 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             }
             Outcome::Fail(reason) => dead_letter(settings, ch, handler, &job, &reason).await,
         };
-        settle(settings, ch, &job, delivery, settled).await
-    }
-    .instrument(span)
-    .await
+        settle(settings, ch, &job, delivery, settled, Some(label)).await
+    };
+    // What the job publishes (the mp3 message, a failure notice, its retry, its dead letter)
+    // carries the same trace, with this job as the parent span.
+    ctx.scope(work).instrument(span).await
 }
 
-/// Acks a delivery whose outcome was recorded (`settled`), or hands it back.
-async fn settle(settings: &ConsumerSettings, ch: &Channel, job: &Job, delivery: Delivery, settled: anyhow::Result<()>) {
+/// Acks a delivery whose outcome was recorded (`settled`), counting it under `outcome`, or
+/// hands it back.
+async fn settle(
+    settings: &ConsumerSettings,
+    ch: &Channel,
+    job: &Job,
+    delivery: Delivery,
+    settled: anyhow::Result<()>,
+    outcome: Option<&'static str>,
+) {
     match settled {
         Ok(()) => {
+            if let Some(outcome) = outcome {
+                metrics::counter!(crate::metrics::JOBS, "queue" => settings.queue.clone(), "outcome" => outcome).increment(1);
+            }
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 // The broker will redeliver; handlers are idempotent.
                 warn!(error.cause_chain = ?e, "ack failed");
@@ -252,6 +283,7 @@ async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, hand
     handler.on_dead_letter(job, reason).await.context("failed to report the failure")?;
     let mut headers = amqp::attempt_headers(job.attempt);
     headers.insert(amqp::REASON_HEADER.into(), amqp::reason_value(reason));
+    crate::trace::inject_amqp(&mut headers);
     amqp::publish_confirmed(ch, &amqp::dead_queue(&settings.queue), &job.body, amqp::json_properties(headers)).await
 }
 

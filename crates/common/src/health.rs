@@ -1,5 +1,5 @@
-//! The health port of the consumers: `/healthz` (the process runs) and `/readyz` (attached to
-//! its queue; MongoDB and SMTP outages show as retried jobs, not here).
+//! The health port of the consumers: `/healthz` (the process runs), `/readyz` (attached to
+//! its queue; MongoDB and SMTP outages show as retried jobs, not here) and `/metrics`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +28,11 @@ pub async fn serve(port: u16, ready: Arc<AtomicBool>, shutdown: CancellationToke
     use anyhow::Context;
     let listener = TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("failed to bind health port {port}"))?;
     let port = listener.local_addr()?.port();
-    let app = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(ready);
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ready)
+        .route("/metrics", get(crate::metrics::render));
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     });

@@ -1,25 +1,98 @@
-//! One tracing set-up for every service.
+//! One tracing set-up for every service: log lines (text or JSON), the metrics recorder, and
+//! OTLP span export when it is asked for.
 
+use std::sync::OnceLock;
+
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
-/// Installs the global subscriber: `RUST_LOG` (default `info`) and `LOG_FORMAT` (`text`|`json`).
-/// Reading these two variables here is deliberate: logging must work before config loads.
+use crate::trace::TraceContext;
+
+/// The span exporter's provider, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (flushed at exit).
+static OTLP: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber: `RUST_LOG` (default `info`) and `LOG_FORMAT` (`text`|`json`),
+/// and the metrics recorder. Reading these variables here is deliberate: logging must work
+/// before config loads. Every line written inside a request or job span carries the span's
+/// fields, `trace_id` among them (in JSON, in the `spans` list).
+///
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set (an OTLP/HTTP collector, e.g. `http://collector:4318`),
+/// spans are also exported there in batches, under the program's name as `service.name`; the
+/// exporter reads the other standard `OTEL_*` variables itself. Unset, no exporter exists and
+/// spans cost what they cost without it.
 pub fn init() {
+    crate::metrics::init();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-    let registry = tracing_subscriber::registry().with(filter);
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.trim().is_empty()).and_then(|_| match otlp_provider() {
+        Ok(provider) => Some(provider),
+        Err(e) => {
+            // Not fatal: the service works without its spans exported.
+            eprintln!("warning: OTLP span export disabled: {e:#}");
+            None
+        }
+    });
+    let otel_layer = otlp.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("mp3converter")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = if json {
         registry.with(fmt::layer().json().with_current_span(true)).try_init()
     } else {
         registry.with(fmt::layer().with_target(true)).try_init()
     };
-    // A second init (tests) is harmless.
-    let _ = result;
+    // A second init (tests) is harmless, and keeps the first exporter.
+    if result.is_ok() {
+        if let Some(provider) = otlp {
+            let _ = OTLP.set(provider);
+        }
+    }
+}
+
+fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
+    use anyhow::Context as _;
+    let service = std::env::args()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "mp3converter".to_owned());
+    // The endpoint and its headers come from the standard OTEL_EXPORTER_OTLP_* variables.
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().context("failed to build the OTLP span exporter")?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+        .build())
+}
+
+/// The trace context of a request or job whose span is `span`: the sender's trace (`parent`)
+/// continued, or a new one. Records it as the span's `trace_id` field. With OTLP export on,
+/// the exported span is this context (same trace, and its span id is what outgoing calls name
+/// as their parent).
+pub fn enter_trace(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+    let mut ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    if OTLP.get().is_some() {
+        if let Some(parent) = parent {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.to_otel()));
+        }
+        let exported = span.context().span().span_context().clone();
+        if exported.is_valid() {
+            ctx = TraceContext::from_otel(&exported);
+        }
+    }
+    span.record("trace_id", tracing::field::display(ctx.trace_id()));
+    ctx
+}
+
+/// Sends the spans still buffered (called on the way out of `main`).
+pub fn flush() {
+    if let Some(provider) = OTLP.get() {
+        let _ = provider.shutdown();
+    }
 }
 
 /// Runs a service's `main` body; a failure is printed as one line with its cause chain
 /// (never a backtrace or a config value) and exits with status 1.
 pub fn exit_on_error(result: anyhow::Result<()>) -> std::process::ExitCode {
+    flush();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

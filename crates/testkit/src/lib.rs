@@ -523,3 +523,74 @@ pub fn fid_from_mail(text: &str) -> Option<String> {
     let fid: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
     (fid.len() == 24).then_some(fid)
 }
+
+/// The Prometheus text a service serves at `url` (its `/metrics`).
+pub async fn scrape(url: &str) -> anyhow::Result<String> {
+    let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}", resp.status());
+    }
+    Ok(resp.text().await?)
+}
+
+/// The sum of the samples of `name` whose labels include all of `labels` (`None` when there is
+/// none), read from Prometheus text. Label values are compared as written (our values hold no
+/// escapes).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((l, v)) => (l, v),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(v) => ("", v),
+                None => continue,
+            },
+        };
+        let have: Vec<(&str, &str)> = label_text
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('=').map(|(k, v)| (k.trim_matches(','), v.trim_matches('"'))))
+            .collect();
+        if labels.iter().all(|want| have.contains(want)) {
+            let v: f64 = value.trim().split(' ').next().unwrap_or("").parse().ok()?;
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+/// Polls `url` until `metric(name, labels)` equals `expected` or `timeout` passes; returns the
+/// last text read (for assertion messages) or the error naming what was seen.
+pub async fn wait_metric(url: &str, name: &str, labels: &[(&str, &str)], expected: f64, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = scrape(url).await?;
+        let seen = metric(&text, name, labels);
+        if seen == Some(expected) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{name}{labels:?} at {url} is {seen:?}, expected {expected} after {timeout:?}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prometheus_text() {
+        let text = "# TYPE a counter\na{method=\"GET\",route=\"/x\",status=\"200\"} 3\na{method=\"GET\",route=\"/y\",status=\"200\"} 4\nab 9\nb 1.5\n";
+        assert_eq!(metric(text, "a", &[("route", "/x")]), Some(3.0));
+        assert_eq!(metric(text, "a", &[("method", "GET")]), Some(7.0));
+        assert_eq!(metric(text, "a", &[("method", "POST")]), None);
+        assert_eq!(metric(text, "b", &[]), Some(1.5));
+        assert_eq!(metric(text, "c", &[]), None);
+    }
+}

@@ -73,3 +73,76 @@ async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     consumer.await.unwrap();
     testkit::delete_queues(&[&queue]).await;
 }
+
+/// Fails transiently every time, noting the trace each attempt (and the dead-letter notice) ran in.
+struct Flaky {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Handler for Flaky {
+    async fn handle(&self, _job: &Job) -> Outcome {
+        self.seen.lock().unwrap().push(common::trace::current().map(|c| c.trace_id()).unwrap_or_default());
+        Outcome::Retry("the database is away".into())
+    }
+
+    async fn on_dead_letter(&self, _job: &Job, _reason: &str) -> anyhow::Result<()> {
+        self.seen.lock().unwrap().push(common::trace::current().map(|c| c.trace_id()).unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
+    common::metrics::init();
+    let queue = format!("trace-{}", unique());
+    let settings = ConsumerSettings {
+        amqp_url: SecretString::from(amqp_url()),
+        queue: queue.clone(),
+        max_length: None,
+        prefetch: 1,
+        concurrency: 1,
+        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50), max_redeliveries: 3 },
+        grace: Duration::from_secs(5),
+    };
+    let handler = Arc::new(Flaky { seen: Default::default() });
+    let stop = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let consumer = tokio::spawn(consumer::run(settings, handler.clone(), stop.clone(), ready.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ready.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "consumer never attached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (conn, ch) = amqp_channel().await.unwrap();
+    let publish_ch = common::amqp::confirm_channel(&conn).await.unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        common::trace::TRACEPARENT.into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace_id}-b7ad6b7169203331-01").into()),
+    );
+    common::amqp::publish_confirmed(&publish_ch, &queue, b"{}", common::amqp::json_properties(headers)).await.unwrap();
+
+    let dead = take_message(&ch, &common::amqp::dead_queue(&queue), Duration::from_secs(20)).await.expect("dead-lettered");
+    let tp = dead.header_str(common::trace::TRACEPARENT).expect("the dead letter carries a traceparent");
+    assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
+    assert_ne!(tp, format!("00-{trace_id}-b7ad6b7169203331-01"), "the parent span is the consumer's, not the publisher's");
+    assert_eq!(*handler.seen.lock().unwrap(), vec![trace_id.to_owned(); 4], "three attempts and the notice, all in one trace");
+
+    // Counted once settled, just after the dead letter is confirmed.
+    let text = loop {
+        let text = common::metrics::handle().render();
+        if testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "dead_lettered")]) == Some(1.0) {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dead letter not counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "retried")]), Some(2.0), "{text}");
+    assert_eq!(testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "done")]), None, "{text}");
+
+    stop.cancel();
+    consumer.await.unwrap();
+    testkit::delete_queues(&[&queue]).await;
+}

@@ -77,8 +77,8 @@ fn load_config(service: &str, env: &Env) -> Result<(), common::ConfigError> {
 
 #[test]
 fn code_and_manifests_agree_on_every_variable() {
-    // Read by the logging set-up before any config, not through `Env`.
-    let logging: BTreeSet<String> = ["RUST_LOG", "LOG_FORMAT"].map(String::from).into();
+    // Read by the logging and tracing set-up before any config, not through `Env`.
+    let logging: BTreeSet<String> = ["RUST_LOG", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"].map(String::from).into();
     let mut problems = Vec::new();
     for service in SERVICES {
         let mut pairs = manifest_env(service, &[]);

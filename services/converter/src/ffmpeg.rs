@@ -56,6 +56,9 @@ pub enum FfError {
 pub struct Probe {
     /// Codec of the first audio stream, if there is one.
     pub audio_codec: Option<String>,
+    /// Length of the audio stream (or, when the container only knows its own, of the file) in
+    /// seconds, when ffprobe can tell: the conversion speed metric divides by it.
+    pub audio_seconds: Option<f64>,
 }
 
 /// Checks, without running it, that `program` is an executable file (a bare name is looked up
@@ -157,22 +160,32 @@ fn input_args(input: &Path) -> Vec<std::ffi::OsString> {
 struct ProbeJson {
     #[serde(default)]
     streams: Vec<StreamJson>,
+    format: Option<FormatJson>,
+}
+
+#[derive(Deserialize)]
+struct FormatJson {
+    duration: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct StreamJson {
     codec_type: Option<String>,
     codec_name: Option<String>,
+    duration: Option<String>,
 }
 
 pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Probe, FfError> {
-    let mut args: Vec<std::ffi::OsString> = ["-v", "error", "-print_format", "json", "-show_streams"].into_iter().map(Into::into).collect();
+    let mut args: Vec<std::ffi::OsString> =
+        ["-v", "error", "-print_format", "json", "-show_streams", "-show_format"].into_iter().map(Into::into).collect();
     args.extend(input_args(input));
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let out = run(ffprobe, &args, timeout).await?;
     let parsed: ProbeJson = serde_json::from_slice(&out).map_err(FfError::BadProbe)?;
     let audio = parsed.streams.iter().find(|s| s.codec_type.as_deref() == Some("audio"));
-    Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()) })
+    let seconds = |d: &Option<String>| d.as_deref().and_then(|d| d.parse::<f64>().ok()).filter(|d| d.is_finite() && *d > 0.0);
+    let audio_seconds = audio.and_then(|a| seconds(&a.duration).or_else(|| parsed.format.as_ref().and_then(|f| seconds(&f.duration))));
+    Ok(Probe { audio_codec: audio.map(|s| s.codec_name.clone().unwrap_or_default()), audio_seconds })
 }
 
 /// The ffmpeg arguments: the first audio track only (video, subtitles and data are not even

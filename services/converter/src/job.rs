@@ -64,6 +64,7 @@ impl Converter {
             .await
             .map_err(|e| retry("MongoDB unavailable", e))?
             .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
+        let started = std::time::Instant::now();
         // Nothing else bounds a job: a timeout is a permanent failure, since the same file
         // would time out again.
         let timeout = self.config.job_deadline;
@@ -148,6 +149,12 @@ impl Converter {
         match gridfs::upload(&gridfs::bucket(&self.mp3s), id, &format!("{video}.mp3"), metadata, mp3).await {
             Ok(bytes) => {
                 info!(mp3_fid = %id, bytes, copied = copy, "mp3 stored");
+                let took = started.elapsed().as_secs_f64();
+                let mode = if copy { "copy" } else { "reencode" };
+                metrics::histogram!(common::metrics::CONVERSION_DURATION, "mode" => mode).record(took);
+                if let Some(audio) = probe.audio_seconds.filter(|_| took > 0.0) {
+                    metrics::histogram!(common::metrics::CONVERSION_SPEED, "mode" => mode).record(audio / took);
+                }
                 Ok(Mp3Id::new(id))
             }
             Err(UploadError::Store(e)) => {

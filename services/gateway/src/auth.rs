@@ -40,9 +40,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(GatewayError::Auth { status: StatusCode::UNAUTHORIZED, body: "missing credentials".into() });
         };
-        let resp = state
-            .http
-            .post(format!("{}/validate", state.auth_url))
+        let resp = common::trace::inject(state.http.post(format!("{}/validate", state.auth_url)))
             .header(header::AUTHORIZATION, authorization.clone())
             .send()
             .await
@@ -91,7 +89,7 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let mut req = state.http.post(format!("{}/login", state.auth_url));
+    let mut req = common::trace::inject(state.http.post(format!("{}/login", state.auth_url)));
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, v.clone());
     }

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use common::gridfs;
 use common::ids::Mp3Id;
+use futures_util::TryStreamExt;
 use mongodb::bson::doc;
 use serde::Deserialize;
 use tracing::instrument;
@@ -59,7 +60,13 @@ pub async fn download(
         }
         None => (StatusCode::OK, 0, length.saturating_sub(1)),
     };
-    let body = if length == 0 { Body::empty() } else { Body::from_stream(gridfs::read_range(&state.mp3s, &file, start, end)) };
+    let body = if length == 0 {
+        Body::empty()
+    } else {
+        // Counted as the chunks go out, so an interrupted download counts what was sent.
+        let sent = metrics::counter!(common::metrics::DOWNLOAD_BYTES);
+        Body::from_stream(gridfs::read_range(&state.mp3s, &file, start, end).inspect_ok(move |chunk| sent.increment(chunk.len() as u64)))
+    };
     let content_length = if length == 0 { 0 } else { end - start + 1 };
     resp.status(status)
         .header(header::CONTENT_LENGTH, HeaderValue::from(content_length))

@@ -33,6 +33,27 @@ pub enum GatewayError {
     Internal(#[source] anyhow::Error),
 }
 
+impl GatewayError {
+    /// A fixed word naming the kind of error: the `reason` label of refused uploads.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::Auth { status, .. } if *status == StatusCode::UNAUTHORIZED => "unauthenticated",
+            GatewayError::Auth { status, .. } if *status == StatusCode::FORBIDDEN => "forbidden",
+            GatewayError::Auth { .. } => "auth_refused",
+            GatewayError::NotAuthorized => "not_admin",
+            GatewayError::ExactlyOneFile => "not_one_file",
+            GatewayError::BadMultipart(_) => "bad_multipart",
+            GatewayError::FidRequired | GatewayError::InvalidFid => "bad_fid",
+            GatewayError::NotFound => "not_found",
+            GatewayError::TooLarge { .. } => "too_large",
+            GatewayError::UnsupportedMedia => "unsupported_media",
+            GatewayError::RangeNotSatisfiable { .. } => "bad_range",
+            GatewayError::Unavailable(_) => "unavailable",
+            GatewayError::Internal(_) => "internal",
+        }
+    }
+}
+
 /// Seconds a client is told to wait when a dependency is down.
 pub const RETRY_AFTER_SECS: u32 = 5;
 

@@ -28,6 +28,7 @@ pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<u
         let message = JobMessage::new_video(video.to_string(), username);
         state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await?;
         mark_queued(state, video).await;
+        metrics::counter!(common::metrics::OUTBOX_REPUBLISHED).increment(1);
         tracing::warn!(video_fid = %video, "announced a video whose upload never published its message");
         announced += 1;
     }

@@ -46,8 +46,12 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
         store_and_announce(&state, &claims, request).await
     }
     .await;
-    if result.is_err() {
-        shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
+    match &result {
+        Ok(_) => metrics::counter!(common::metrics::UPLOADS, "outcome" => "accepted").increment(1),
+        Err(e) => {
+            metrics::counter!(common::metrics::UPLOADS, "outcome" => "refused", "reason" => e.reason()).increment(1);
+            shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
+        }
     }
     result
 }
@@ -160,7 +164,10 @@ async fn store<R: AsyncRead + Unpin + Send>(
         "queued": false,
     };
     match gridfs::upload(&gridfs::bucket(&state.videos), id, filename, metadata, limited).await {
-        Ok(_) => Ok(VideoId::new(id)),
+        Ok(bytes) => {
+            metrics::counter!(common::metrics::UPLOAD_BYTES).increment(bytes);
+            Ok(VideoId::new(id))
+        }
         Err(UploadError::Source(e)) if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) => {
             Err(GatewayError::TooLarge { limit: state.max_upload_bytes })
         }

@@ -138,6 +138,8 @@ impl Handler for Notifier {
             Ok(parts) => parts,
             Err(reason) => return Outcome::Fail(reason),
         };
+        let kind = if msg.error.is_some() { "failed" } else { "ready" };
+        let count = |outcome: &'static str| metrics::counter!(common::metrics::EMAILS, "kind" => kind, "outcome" => outcome).increment(1);
         let mailbox = |e: &Email| e.as_str().parse::<Mailbox>();
         let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(&to)) else {
             return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
@@ -155,11 +157,18 @@ impl Handler for Notifier {
                 Ok(Claim::Mine(at)) => break at,
                 Ok(Claim::Sent) => {
                     info!(%key, "mail already sent; skipping duplicate");
+                    count("duplicate");
                     return Outcome::Done;
                 }
                 Ok(Claim::Busy) if tokio::time::Instant::now() < give_up => tokio::time::sleep(CLAIM_POLL).await,
-                Ok(Claim::Busy) => return Outcome::Retry("another delivery is still sending this mail".into()),
-                Err(e) => return Outcome::Retry(format!("{e:#}")),
+                Ok(Claim::Busy) => {
+                    count("retried");
+                    return Outcome::Retry("another delivery is still sending this mail".into());
+                }
+                Err(e) => {
+                    count("retried");
+                    return Outcome::Retry(format!("{e:#}"));
+                }
             }
         };
         let sent = match tokio::time::timeout(self.send_timeout, self.transport.send(email)).await {
@@ -169,6 +178,7 @@ impl Handler for Notifier {
         if let Err((permanent, e)) = sent {
             self.release(&key, claimed_at).await;
             // 5xx answers (unknown mailbox, refused sender) won't change on retry.
+            count(if permanent { "refused" } else { "retried" });
             return if permanent {
                 Outcome::Fail(format!("the mail server refused the email: {e}"))
             } else {
@@ -176,6 +186,12 @@ impl Handler for Notifier {
             };
         }
         info!(%key, to = %to, "mail sent");
+        count("sent");
+        if kind == "ready" {
+            if let Some(waited) = since_upload(&msg.video_fid) {
+                metrics::histogram!(common::metrics::UPLOAD_TO_EMAIL).record(waited);
+            }
+        }
         let record = doc! {"$set": {"state": "sent", "at": DateTime::now()}};
         if let Err(e) = self.sent.update_one(doc! {"_id": &key}, record).await {
             // The mail went out; only a duplicate arriving after the claim's lease would send
@@ -184,6 +200,14 @@ impl Handler for Notifier {
         }
         Outcome::Done
     }
+}
+
+/// Seconds since the upload of `video_fid`, read from the id itself: an ObjectId starts with
+/// its creation time (to the second), and the gateway makes the video's id as it stores it.
+fn since_upload(video_fid: &str) -> Option<f64> {
+    let id = video_fid.parse::<mongodb::bson::oid::ObjectId>().ok()?;
+    let made = id.timestamp().to_system_time();
+    std::time::SystemTime::now().duration_since(made).ok().map(|d| d.as_secs_f64())
 }
 
 #[cfg(test)]
