@@ -14,10 +14,10 @@
 CREATE USER IF NOT EXISTS 'auth_user'@'%' IDENTIFIED BY 'Auth123';
 CREATE USER IF NOT EXISTS 'auth_user'@'localhost' IDENTIFIED BY 'Auth123';
 
--- The service only reads users (login) and adds or updates them (`auth user add` /
--- `auth user set-password`); it never needs DDL or DELETE.
-GRANT SELECT, INSERT, UPDATE ON auth.* TO 'auth_user'@'%';
-GRANT SELECT, INSERT, UPDATE ON auth.* TO 'auth_user'@'localhost';
+-- The service only reads users (login) and adds, updates or removes them (`auth user add` /
+-- `set-password` / `remove`); it never needs DDL.
+GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'localhost';
 
 USE auth;
 

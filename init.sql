@@ -20,5 +20,18 @@ CREATE TABLE IF NOT EXISTS `user` (
   password VARCHAR(255) NOT NULL,
   -- Only admins may upload (the gateway checks the token's `admin` claim).
   admin BOOLEAN NOT NULL DEFAULT TRUE,
+  -- Tokens carry the generation they were issued at, and a password change moves it on, so
+  -- /validate refuses every token issued before.
+  token_generation INT UNSIGNED NOT NULL DEFAULT 0,
   created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
 ) ENGINE = InnoDB;
+
+-- Tables made before token generations existed get the column (MariaDB and MySQL 8 both
+-- accept this form; it is a no-op once the column exists).
+SET @has_generation = (SELECT COUNT(*) FROM information_schema.columns
+  WHERE table_schema = 'auth' AND table_name = 'user' AND column_name = 'token_generation');
+SET @add_generation = IF(@has_generation = 0,
+  'ALTER TABLE `user` ADD COLUMN token_generation INT UNSIGNED NOT NULL DEFAULT 0 AFTER admin', 'DO 0');
+PREPARE add_generation FROM @add_generation;
+EXECUTE add_generation;
+DEALLOCATE PREPARE add_generation;

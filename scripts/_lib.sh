@@ -236,8 +236,3 @@ recorded_deps() {
     fi
   done
 }
-
-# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# median N...: the median of numbers.
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }

@@ -70,7 +70,6 @@ if [[ ! -s $jwt_file ]]; then
   )
   log "generated a JWT secret in $jwt_file"
 fi
-jwt_secret=$(<"$jwt_file")
 
 # --- build --------------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then PATH=$HOME/.cargo/bin:$PATH; fi
@@ -81,8 +80,8 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$MP3C_ROOT/target}
 [[ $target_dir == /* ]] || target_dir=$MP3C_ROOT/$target_dir
 bin_dir=$target_dir/$profile
-for svc in "${MP3C_SERVICES[@]}"; do
-  [[ -x $bin_dir/$svc ]] || die "binary $bin_dir/$svc not found (build it, or drop --no-build)"
+for bin in "${MP3C_SERVICES[@]}" bench; do
+  [[ -x $bin_dir/$bin ]] || die "binary $bin_dir/$bin not found (build it, or drop --no-build)"
 done
 
 # --- (re)start the services -----------------------------------------------------------------
@@ -97,29 +96,26 @@ for svc in "${MP3C_SERVICES[@]}"; do
   fi
 done
 
-amqp_url=amqp://guest:guest@127.0.0.1:5672/%2f
-mongodb_uri=${MONGODB_URI:-mongodb://127.0.0.1:27017}
-
-# start_service NAME VAR=VALUE...: start NAME's binary with these variables added to the
-# environment (exported in a subshell: secrets never appear on a command line).
+# start_service NAME: start NAME's binary on its port with the environment `bench service-env`
+# prints for it (testkit::ServiceEnv, the one definition the tests and the benchmark use too:
+# local servers, default queue and database names, init.sql's auth user, MONGODB_URI when set),
+# exported in a subshell: secrets never appear on a command line.
 start_service() {
-  local svc=$1
-  shift
+  local svc=$1 env_lines vars=()
+  env_lines=$("$bin_dir/bench" service-env "$svc" --port "${MP3C_SERVICE_PORT[$svc]}" \
+    --auth-port "${MP3C_SERVICE_PORT[auth]}" --jwt-secret-file "$jwt_file") ||
+    die "bench service-env $svc failed"
+  mapfile -t vars <<<"$env_lines"
   (
-    # shellcheck disable=SC2163 # "$@" holds NAME=VALUE words, exported as such
-    export RUST_LOG="${RUST_LOG:-info}" NO_COLOR="${NO_COLOR:-1}" "$@"
+    # shellcheck disable=SC2163 # "${vars[@]}" holds NAME=VALUE words, exported as such
+    export RUST_LOG="${RUST_LOG:-info}" NO_COLOR="${NO_COLOR:-1}" "${vars[@]}"
     start_bg "$svc" "$bin_dir/$svc" "$bin_dir/$svc"
   )
 }
 
-start_service auth PORT=5000 MYSQL_HOST=127.0.0.1 MYSQL_PORT=3306 MYSQL_USER=auth_user \
-  MYSQL_PASSWORD=Auth123 MYSQL_DB=auth JWT_SECRET="$jwt_secret"
-start_service gateway PORT=8080 AUTH_SVC_ADDRESS=127.0.0.1:5000 AMQP_URL="$amqp_url" \
-  MONGODB_URI="$mongodb_uri"
-start_service converter HEALTH_PORT=8081 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri"
-start_service notification HEALTH_PORT=8082 AMQP_URL="$amqp_url" MONGODB_URI="$mongodb_uri" \
-  SMTP_HOST=127.0.0.1 SMTP_PORT=1025 SMTP_TLS=none SMTP_AUTH=false \
-  GMAIL_ADDRESS=mp3converter@localhost
+for svc in "${MP3C_SERVICES[@]}"; do
+  start_service "$svc"
+done
 
 for svc in "${MP3C_SERVICES[@]}"; do
   port=${MP3C_SERVICE_PORT[$svc]}

@@ -115,8 +115,8 @@ CREATE USER IF NOT EXISTS '$ID'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PW';
 CREATE USER IF NOT EXISTS '$ID'@'localhost' IDENTIFIED BY '$MYSQL_PW';
 ALTER USER '$ID'@'127.0.0.1' IDENTIFIED BY '$MYSQL_PW';
 ALTER USER '$ID'@'localhost' IDENTIFIED BY '$MYSQL_PW';
-GRANT SELECT, INSERT, UPDATE ON \`$ID\`.* TO '$ID'@'127.0.0.1';
-GRANT SELECT, INSERT, UPDATE ON \`$ID\`.* TO '$ID'@'localhost';
+GRANT SELECT, INSERT, UPDATE, DELETE ON \`$ID\`.* TO '$ID'@'127.0.0.1';
+GRANT SELECT, INSERT, UPDATE, DELETE ON \`$ID\`.* TO '$ID'@'localhost';
 USE \`$ID\`;
 SQL
   # The user table exactly as init.sql defines it, and (development setup) its demo user.

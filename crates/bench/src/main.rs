@@ -1,321 +1,321 @@
-//! Helpers of `scripts/bench.sh`: the direct-to-MongoDB baselines the services are compared
-//! with, job timing over the queues, readiness timing and clean-up. Each subcommand prints its
-//! figures on stdout, one item per line, for the script to parse:
+//! The benchmark of mp3converter, in the style of rust-analyzer's xtask: orchestration and
+//! arithmetic in Rust, typed results written as JSON, the tables of `docs/performance.md`
+//! rendered from that JSON. `scripts/bench.sh` installs what is missing and runs `bench bench`.
 //!
 //! ```text
-//! bench put        --uri U --db D --file F [--username E] [--count N]   -> one file id per line
-//! bench upload     --uri U --db D --file F                              -> "<seconds> <bytes>"
-//! bench download   --uri U --db D --id ID [--mode driver|range]         -> "<seconds> <bytes>"
-//! bench find-rate  --uri U --db D --id ID --username E [--concurrency 16] [--secs 5]
-//!                                                                       -> "<req/s> <p50 ms> <p99 ms>"
-//! bench jobs       --amqp A --video-queue Q --mp3-queue M --username E --ids a,b,c [--burst]
-//!                                                     -> per-job seconds, then "total <seconds>"
-//! bench wait-ready --url URL --since-ns T [--timeout 30]                -> ms from T to 200
-//! bench drop       --uri U --db a,b                  (drops the databases)
-//! bench amqp-clean --amqp A --queues a,b             (deletes the queues with .retry and .dead)
+//! bench bench [quick|full]   the benchmark (table on stdout, target/bench/results.json)
+//! bench pipeline             upload-to-email latency and the gateway's memory on a large upload
+//! bench render               docs/performance.md's generated section from results.json
+//! bench service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
+//! bench concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
+//! bench put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
+//!                            single measurements and clean-up, for ad-hoc runs
 //! ```
-//!
-//! `upload` uses `common::gridfs::upload`, the very function the gateway streams into;
-//! `download --mode driver` reads with the driver's GridFS download stream and `--mode range`
-//! with `common::gridfs::read_range` (what the gateway serves from).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod pipeline;
+mod report;
+mod run;
+mod system;
+mod tools;
+mod uploads;
 
-use anyhow::{anyhow, bail, Context};
-use common::amqp::{self, Publisher};
-use common::config::MongoSettings;
-use common::gridfs;
-use common::message::JobMessage;
-use futures_util::{AsyncReadExt as _, StreamExt, TryStreamExt};
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
-use mongodb::bson::{doc, oid::ObjectId, Bson};
-use mongodb::Database;
-use secrecy::SecretString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-struct Args {
-    values: HashMap<String, String>,
-    flags: Vec<String>,
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mongodb::bson::oid::ObjectId;
+
+use crate::report::Report;
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Benchmark of the mp3converter services against same-run baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Args {
-    fn parse(raw: &[String]) -> anyhow::Result<Self> {
-        let (mut values, mut flags) = (HashMap::new(), Vec::new());
-        let mut it = raw.iter().peekable();
-        while let Some(a) = it.next() {
-            let Some(name) = a.strip_prefix("--") else { bail!("unexpected argument {a:?}") };
-            match it.peek() {
-                Some(v) if !v.starts_with("--") => {
-                    values.insert(name.to_owned(), it.next().cloned().unwrap_or_default());
-                }
-                _ => flags.push(name.to_owned()),
-            }
-        }
-        Ok(Self { values, flags })
-    }
-    fn get(&self, name: &str) -> anyhow::Result<&str> {
-        self.values.get(name).map(String::as_str).ok_or_else(|| anyhow!("--{name} is required"))
-    }
-    fn or<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
-        match self.values.get(name) {
-            Some(v) => v.parse().map_err(|_| anyhow!("invalid --{name} {v:?}")),
-            None => Ok(default),
-        }
-    }
-    fn flag(&self, name: &str) -> bool {
-        self.flags.iter().any(|f| f == name)
-    }
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the services against same-run baselines and print a table of figure, value,
+    /// baseline, ratio, target and PASS/FAIL. Exit status: 0 when every figure passes, 3 when
+    /// one misses its target, 1 when the run itself failed (its work directory is kept then).
+    Bench(run::Options),
+    /// Upload-to-email time of a 60 s video and the gateway's peak RSS on a large upload.
+    Pipeline(pipeline::Options),
+    /// Render a results file as the markdown section of docs/performance.md.
+    Render {
+        #[arg(long, default_value = "target/bench/results.json")]
+        input: PathBuf,
+        /// Replace the generated section of this document (between the bench:begin and
+        /// bench:end markers) instead of printing it.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Print the environment SERVICE starts with on this machine, one NAME=VALUE per line, as
+    /// scripts/dev-up.sh runs it: the local servers, the default queue and database names,
+    /// init.sql's auth database, the JWT secret from a file (testkit::ServiceEnv, the one
+    /// definition the tests and the benchmark use too).
+    ServiceEnv {
+        #[arg(value_parser = parse_service)]
+        service: testkit::Service,
+        /// The HTTP port (auth, gateway) or health port (converter, notification).
+        #[arg(long)]
+        port: u16,
+        /// Where the gateway finds auth on 127.0.0.1.
+        #[arg(long, default_value_t = 5000)]
+        auth_port: u16,
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017", hide_env_values = true)]
+        mongodb_uri: String,
+        /// A file holding auth's JWT secret (read here so it never shows on a command line).
+        #[arg(long)]
+        jwt_secret_file: Option<PathBuf>,
+        /// Queue and database names: the caller's variables win, as they always did for dev-up.
+        #[arg(long, env = "VIDEO_QUEUE", default_value = "video")]
+        video_queue: String,
+        #[arg(long, env = "MP3_QUEUE", default_value = "mp3")]
+        mp3_queue: String,
+        #[arg(long, env = "MONGODB_VIDEOS_DB", default_value = "videos")]
+        videos_db: String,
+        #[arg(long, env = "MONGODB_MP3S_DB", default_value = "mp3s")]
+        mp3s_db: String,
+    },
+    /// Store a local file COUNT times; prints one file id per line.
+    Put {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Stream a file into GridFS as the gateway does; prints "<seconds> <bytes>".
+    Upload {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Read a whole GridFS file; prints "<seconds> <bytes>".
+    Download {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        id: ObjectId,
+        #[arg(long, value_enum, default_value = "driver")]
+        mode: tools::ReadMode,
+    },
+    /// The MongoDB floor of a small download; prints "<req/s> <p50 ms> <p99 ms>".
+    FindRate {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        id: ObjectId,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Publish video messages and time each job to its mp3 message; prints per-job seconds,
+    /// then "total <seconds>".
+    Jobs {
+        #[arg(long)]
+        amqp: String,
+        #[arg(long)]
+        video_queue: String,
+        #[arg(long)]
+        mp3_queue: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<ObjectId>,
+        #[arg(long)]
+        burst: bool,
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+    /// Poll URL every 5 ms until it answers 200; prints the ms it took.
+    WaitReady {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// The gateway's memory under many concurrent uploads of one small video, each accepted
+    /// upload converted exactly once; prints one JSON line.
+    ConcurrentUploads(uploads::Options),
+    /// Drop MongoDB databases.
+    Drop {
+        #[arg(long)]
+        uri: String,
+        #[arg(long, value_delimiter = ',')]
+        db: Vec<String>,
+    },
+    /// Delete queues with their .retry and .dead companions.
+    AmqpClean {
+        #[arg(long)]
+        amqp: String,
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+    },
 }
 
-async fn database(args: &Args, db: &str) -> anyhow::Result<Database> {
-    let settings = MongoSettings { uri: SecretString::from(args.get("uri")?.to_owned()) };
-    // Same client settings as the gateway (pool of 32, fail-fast timeouts).
-    let client = gridfs::client(&settings, Duration::from_secs(30), 32).await?;
-    Ok(client.database(db))
+/// A MongoDB database.
+#[derive(clap::Args)]
+struct Db {
+    #[arg(long)]
+    uri: String,
+    #[arg(long)]
+    db: String,
 }
 
-fn oid(s: &str) -> anyhow::Result<ObjectId> {
-    s.parse().with_context(|| format!("{s:?} is not an ObjectId"))
+impl Db {
+    async fn open(&self) -> anyhow::Result<mongodb::Database> {
+        Ok(tools::mongo(&self.uri).await?.database(&self.db))
+    }
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let result = match raw.split_first() {
-        Some((cmd, rest)) => match Args::parse(rest) {
-            Ok(args) => run(cmd, &args).await,
-            Err(e) => Err(e),
-        },
-        None => Err(anyhow!("usage: bench <put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean> [--option value]...")),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() -> ExitCode {
+    match dispatch(Cli::parse().command).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("bench: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cmd: &str, args: &Args) -> anyhow::Result<()> {
-    match cmd {
-        "put" => put(args).await,
-        "upload" => upload(args).await,
-        "download" => download(args).await,
-        "find-rate" => find_rate(args).await,
-        "jobs" => jobs(args).await,
-        "wait-ready" => wait_ready(args).await,
-        "drop" => {
-            for name in args.get("db")?.split(',').filter(|s| !s.is_empty()) {
-                database(args, name).await?.drop().await.with_context(|| format!("drop {name}"))?;
-            }
-            Ok(())
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Bench(opts) => {
+            let (json, mode) = (opts.json.clone(), opts.mode);
+            let table = opts.table.clone().unwrap_or_else(|| dev_dir().join(format!("bench-{}.txt", mode.name())));
+            let report = run::run(opts).await?;
+            let text = report.table();
+            print!("{text}");
+            write(&table, &text)?;
+            write(&json, &serde_json::to_string_pretty(&report)?)?;
+            eprintln!("[bench] table in {}, results in {}", table.display(), json.display());
+            Ok(if report.failed() { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
-        "amqp-clean" => amqp_clean(args).await,
-        other => bail!("unknown subcommand {other:?}"),
-    }
-}
-
-/// Stores a local file `count` times (setup, not timed).
-async fn put(args: &Args) -> anyhow::Result<()> {
-    let db = database(args, args.get("db")?).await?;
-    let path = args.get("file")?;
-    let count: usize = args.or("count", 1)?;
-    let name = std::path::Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or("file").to_owned();
-    let mut metadata = doc! {"content_type": "application/octet-stream"};
-    if let Some(user) = args.values.get("username") {
-        metadata.insert("username", user.clone());
-    }
-    for _ in 0..count {
-        let file = tokio::fs::File::open(path).await.with_context(|| format!("open {path}"))?;
-        let id = ObjectId::new();
-        gridfs::upload(&gridfs::bucket(&db), id, &name, metadata.clone(), file).await?;
-        println!("{id}");
-    }
-    Ok(())
-}
-
-/// Baseline of the gateway's upload: the same bytes through the same streaming function.
-async fn upload(args: &Args) -> anyhow::Result<()> {
-    let db = database(args, args.get("db")?).await?;
-    gridfs::ping(&db).await.then_some(()).context("MongoDB does not answer")?;
-    let path = args.get("file")?;
-    let file = tokio::fs::File::open(path).await.with_context(|| format!("open {path}"))?;
-    let start = Instant::now();
-    let bytes = gridfs::upload(&gridfs::bucket(&db), ObjectId::new(), "bench", doc! {}, file).await?;
-    println!("{:.6} {bytes}", start.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// Baseline of the gateway's download: read the whole file, discard it.
-async fn download(args: &Args) -> anyhow::Result<()> {
-    let db = database(args, args.get("db")?).await?;
-    gridfs::ping(&db).await.then_some(()).context("MongoDB does not answer")?;
-    let id = oid(args.get("id")?)?;
-    let start = Instant::now();
-    let mut bytes = 0u64;
-    match args.values.get("mode").map(String::as_str).unwrap_or("driver") {
-        "driver" => {
-            let mut stream = gridfs::bucket(&db).open_download_stream(Bson::ObjectId(id)).await?;
-            let mut buf = vec![0u8; 1024 * 1024];
-            loop {
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-            }
+        Command::Pipeline(opts) => {
+            let json = opts.json.clone();
+            let report = pipeline::run(opts).await?;
+            write(&json, &serde_json::to_string_pretty(&report)?)?;
+            Ok(ExitCode::SUCCESS)
         }
-        "range" => {
-            let file = gridfs::find_file(&db, doc! {"_id": id}).await?.context("no such file")?;
-            let mut chunks = std::pin::pin!(gridfs::read_range(&db, &file, 0, file.length.saturating_sub(1)));
-            while let Some(b) = chunks.try_next().await? {
-                bytes += b.len() as u64;
-            }
-        }
-        other => bail!("unknown --mode {other:?}"),
-    }
-    println!("{:.6} {bytes}", start.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// The MongoDB floor of `GET /download?fid=` on a small file: the same two queries the gateway
-/// makes (the owned file's document, then its chunks), from `concurrency` clients for `secs`.
-async fn find_rate(args: &Args) -> anyhow::Result<()> {
-    let db = database(args, args.get("db")?).await?;
-    let id = oid(args.get("id")?)?;
-    let user = args.get("username")?.to_owned();
-    let concurrency: usize = args.or("concurrency", 16)?;
-    let secs: f64 = args.or("secs", 5.0)?;
-    gridfs::find_file(&db, doc! {"_id": id, "metadata.username": &user}).await?.context("no such owned file")?;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (db, user) = (db.clone(), user.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let file = gridfs::find_file(&db, doc! {"_id": id, "metadata.username": &user}).await?.context("file vanished")?;
-                let mut chunks = std::pin::pin!(gridfs::read_range(&db, &file, 0, file.length.saturating_sub(1)));
-                while chunks.try_next().await?.is_some() {}
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    println!("{:.1} {:.3} {:.3}", all.len() as f64 / elapsed, pct(0.50), pct(0.99));
-    Ok(())
-}
-
-/// Publishes video messages as the gateway does and times until each mp3 message appears.
-/// Sequential (default): one job at a time, each timed from its own publish. `--burst`: all
-/// published at once, each timed from the first publish.
-async fn jobs(args: &Args) -> anyhow::Result<()> {
-    let url = SecretString::from(args.get("amqp")?.to_owned());
-    let video_queue = args.get("video-queue")?.to_owned();
-    let mp3_queue = args.get("mp3-queue")?.to_owned();
-    let user = args.get("username")?.to_owned();
-    let ids: Vec<String> = args.get("ids")?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let timeout = Duration::from_secs(args.or("timeout", 1800)?);
-    let burst = args.flag("burst");
-
-    let publisher = Arc::new(Publisher::new(url.clone(), vec![video_queue.clone()], Duration::from_secs(30)));
-    publisher.ensure_connected().await?;
-    let conn = amqp::connect(&url).await?;
-    let ch = conn.create_channel().await?;
-    amqp::declare_topology(&conn, &mp3_queue, None).await?;
-    let mut deliveries =
-        ch.basic_consume(&mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
-    let first = Instant::now();
-    if burst {
-        for id in &ids {
-            publisher.publish(&video_queue, &JobMessage::new_video(id.clone(), user.clone()).to_json(), FieldTable::default()).await?;
-        }
-        let mut pending: std::collections::HashSet<&String> = ids.iter().collect();
-        let mut times = Vec::new();
-        while !pending.is_empty() {
-            let msg = next_done(&mut deliveries, timeout).await?;
-            if pending.remove(&msg.video_fid) {
-                times.push(first.elapsed().as_secs_f64());
-            }
-        }
-        for t in &times {
-            println!("{t:.6}");
-        }
-    } else {
-        for id in &ids {
-            let t = Instant::now();
-            publisher.publish(&video_queue, &JobMessage::new_video(id.clone(), user.clone()).to_json(), FieldTable::default()).await?;
-            loop {
-                let msg = next_done(&mut deliveries, timeout).await?;
-                if &msg.video_fid == id {
-                    break;
+        Command::Render { input, write: target } => {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("read {} (run `bench bench` first)", input.display()))?;
+            let report: Report = serde_json::from_str(&text).with_context(|| format!("{} is not a results file", input.display()))?;
+            let section = report.markdown();
+            match target {
+                None => print!("{section}"),
+                Some(doc) => {
+                    let old = std::fs::read_to_string(&doc).with_context(|| format!("read {}", doc.display()))?;
+                    write(&doc, &report::splice(&old, &section)?)?;
+                    eprintln!("[bench] {} updated from {}", doc.display(), input.display());
                 }
             }
-            println!("{:.6}", t.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
         }
-    }
-    println!("total {:.6}", first.elapsed().as_secs_f64());
-    let _ = conn.close(0, "done").await;
-    Ok(())
-}
-
-/// Polls `url` every 5 ms until it answers 200; prints the ms since `since-ns` (a wall-clock
-/// time in ns, e.g. `date +%s%N` taken just before the service was spawned).
-async fn wait_ready(args: &Args) -> anyhow::Result<()> {
-    let url = args.get("url")?;
-    let since: u128 = args.or("since-ns", 0)?;
-    let timeout = Duration::from_secs(args.or("timeout", 30)?);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status() == reqwest::StatusCode::OK {
-                break;
+        Command::ServiceEnv {
+            service,
+            port,
+            auth_port,
+            amqp_url,
+            mongodb_uri,
+            jwt_secret_file,
+            video_queue,
+            mp3_queue,
+            videos_db,
+            mp3s_db,
+        } => {
+            let jwt = match jwt_secret_file {
+                Some(f) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?.trim().to_owned(),
+                None if service == testkit::Service::Auth => anyhow::bail!("auth needs --jwt-secret-file"),
+                None => String::new(),
+            };
+            let servers = testkit::Servers { amqp_url, mongo_uri: mongodb_uri, smtp_host: "127.0.0.1".into(), smtp_port: "1025".into() };
+            let names = testkit::Names { video_queue, mp3_queue, videos_db, mp3s_db };
+            let mysql = testkit::AuthDb::init_sql();
+            let wiring = testkit::Wiring { servers: &servers, names: &names, mysql: &mysql, jwt_secret: &jwt, auth_port };
+            for (k, v) in testkit::ServiceEnv::new(service, port, wiring).vars() {
+                println!("{k}={v}");
             }
+            Ok(ExitCode::SUCCESS)
         }
-        if start.elapsed() > timeout {
-            bail!("{url} not ready within {timeout:?}");
+        Command::Put { db, file, username, count } => {
+            for id in tools::put(&db.open().await?, &file, username.as_deref(), count).await? {
+                println!("{id}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        Command::Upload { db, file } => {
+            let t = tools::upload(&db.open().await?, &file).await?;
+            println!("{:.6} {}", t.secs, t.bytes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Download { db, id, mode } => {
+            let t = tools::download(&db.open().await?, id, mode).await?;
+            println!("{:.6} {}", t.secs, t.bytes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FindRate { db, id, username, concurrency, secs } => {
+            let r = tools::find_rate(&db.open().await?, id, &username, concurrency, secs).await?;
+            println!("{:.1} {:.3} {:.3}", r.per_sec, r.p50_ms, r.p99_ms);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs { amqp, video_queue, mp3_queue, username, ids, burst, timeout } => {
+            let queues = tools::JobQueues { amqp_url: &amqp, video_queue: &video_queue, mp3_queue: &mp3_queue };
+            let jobs = tools::jobs(&queues, &username, &ids, burst, Duration::from_secs(timeout)).await?;
+            for t in &jobs.each {
+                println!("{t:.6}");
+            }
+            println!("total {:.6}", jobs.total);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WaitReady { url, timeout } => {
+            println!("{:.1}", tools::wait_ready(&url, Instant::now(), Duration::from_secs(timeout)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConcurrentUploads(opts) => {
+            println!("{}", uploads::run(opts).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drop { uri, db } => {
+            tools::drop_databases(&tools::mongo(&uri).await?, &db).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AmqpClean { amqp, queues } => {
+            tools::delete_queues(&amqp, &queues).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let ms = if since > 0 { now.saturating_sub(since) as f64 / 1e6 } else { start.elapsed().as_secs_f64() * 1000.0 };
-    println!("{ms:.1}");
-    Ok(())
 }
 
-/// The next mp3 message; a failure notice (no `mp3_fid`) is an error.
-async fn next_done(deliveries: &mut lapin::Consumer, timeout: Duration) -> anyhow::Result<JobMessage> {
-    let d = tokio::time::timeout(timeout, deliveries.next()).await.map_err(|_| anyhow!("no mp3 message within {timeout:?}"))?;
-    let d = d.context("the broker closed the consumer")??;
-    let msg: JobMessage = serde_json::from_slice(&d.data).context("unreadable mp3 message")?;
-    if msg.mp3_fid.is_none() {
-        bail!("job for video {} failed: {}", msg.video_fid, msg.error.unwrap_or_default());
-    }
-    Ok(msg)
+fn parse_service(name: &str) -> Result<testkit::Service, String> {
+    testkit::Service::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| format!("one of auth, gateway, converter, notification, not {name:?}"))
 }
 
-async fn amqp_clean(args: &Args) -> anyhow::Result<()> {
-    let conn = amqp::connect(&SecretString::from(args.get("amqp")?.to_owned())).await?;
-    for q in args.get("queues")?.split(',').filter(|s| !s.is_empty()) {
-        for name in [q.to_owned(), amqp::retry_queue(q), amqp::dead_queue(q)] {
-            // A missing queue closes the channel: use a fresh one per delete.
-            let ch = conn.create_channel().await?;
-            let _ = ch.queue_delete(&name, QueueDeleteOptions::default()).await;
-        }
+/// The repository's `.dev` directory (`MP3C_DEV_DIR` as the scripts use it).
+fn dev_dir() -> PathBuf {
+    std::env::var_os("MP3C_DEV_DIR").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev"), PathBuf::from)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let _ = conn.close(0, "done").await;
-    Ok(())
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }

@@ -50,29 +50,47 @@ pub enum UploadError {
     Store(#[source] anyhow::Error),
 }
 
-/// Streams `reader` into a new GridFS file with id `id`; on any error the partial file is
-/// aborted (its chunks deleted). Returns the stored length. Memory use is one chunk plus a
-/// small read buffer whatever the file size.
+/// Streams `reader` into a new GridFS file with id `id` in [`CHUNK_SIZE`] chunks; see
+/// [`upload_with_chunk_size`].
 pub async fn upload<R: AsyncRead + Unpin>(
     bucket: &GridFsBucket,
     id: ObjectId,
     filename: &str,
     metadata: Document,
+    reader: R,
+) -> Result<u64, UploadError> {
+    upload_with_chunk_size(bucket, id, filename, metadata, reader, CHUNK_SIZE).await
+}
+
+/// Streams `reader` into a new GridFS file with id `id`; on any error the partial file is
+/// aborted (its chunks deleted). Returns the stored length. Memory use is about twice
+/// `chunk_size` (the driver's chunk buffer, and its copy in the insert message while one is
+/// sent) plus a read buffer of at most 64 KiB, whatever the file size.
+pub async fn upload_with_chunk_size<R: AsyncRead + Unpin>(
+    bucket: &GridFsBucket,
+    id: ObjectId,
+    filename: &str,
+    metadata: Document,
     mut reader: R,
+    chunk_size: u32,
 ) -> Result<u64, UploadError> {
     let mut stream = bucket
         .open_upload_stream(filename)
         .id(Bson::ObjectId(id))
-        .chunk_size_bytes(CHUNK_SIZE)
+        .chunk_size_bytes(chunk_size)
         .metadata(metadata)
         .await
         .context("failed to open GridFS upload stream")
         .map_err(UploadError::Store)?;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; (chunk_size as usize).clamp(4096, 64 * 1024)];
+    let chunk = chunk_size.max(1) as u64;
     let mut total = 0u64;
     let result: Result<(), UploadError> = async {
         loop {
-            let n = reader.read(&mut buf).await.map_err(UploadError::Source)?;
+            // Never past a chunk boundary: the driver buffers writes until it holds a chunk, and a
+            // write overshooting it would double that buffer's capacity for the whole upload.
+            let room = (chunk - total % chunk).min(buf.len() as u64) as usize;
+            let n = reader.read(&mut buf[..room]).await.map_err(UploadError::Source)?;
             if n == 0 {
                 break;
             }

@@ -33,8 +33,10 @@ pub async fn serve(port: u16, ready: Arc<AtomicBool>, shutdown: CancellationToke
         .route("/readyz", get(readyz))
         .with_state(ready)
         .route("/metrics", get(crate::metrics::render));
+    // Probes only: the default connection bounds and timeouts need no settings of their own.
+    let settings = crate::http::HttpSettings::default();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let _ = crate::http::serve(listener, app, &settings, shutdown, std::time::Duration::from_secs(1)).await;
     });
     Ok((port, task))
 }

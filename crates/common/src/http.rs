@@ -1,22 +1,32 @@
-//! HTTP plumbing shared by auth and gateway: request ids and trace context in spans, request
-//! metrics, `GET /metrics`, and a bounded drain.
+//! HTTP plumbing shared by auth, gateway and the consumers' health ports: request ids and trace
+//! context in spans, request metrics, `GET /metrics`, and a server whose connections are bounded
+//! in number and in time.
 
-use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
 use crate::trace::{TraceContext, TRACEPARENT};
+use crate::{ConfigError, Env};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -82,36 +92,128 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// The listener with `TCP_NODELAY` on every accepted connection: a streamed response goes out
-/// as a headers write then small body writes, which Nagle's algorithm would hold back for the
-/// client's delayed ACK (~40 ms per request).
-pub fn no_delay(listener: tokio::net::TcpListener) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    fn set(tcp: &mut tokio::net::TcpStream) {
+/// Largest read (and write) buffer of one connection.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
+/// What a client may hold of a server: how long it may take to send headers or pause in a
+/// body, and how many connections are served at once.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: time to send a request's headers, counted from the
+    /// connection's start or, on a kept-alive connection, from the previous response; so it is
+    /// also the idle keep-alive timeout. The connection is closed when it passes.
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_IDLE_TIMEOUT_SECONDS`: longest pause between two pieces of a request body
+    /// (a stalled upload fails after it instead of holding its memory and permit forever).
+    pub body_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: connections served at once; further ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { header_timeout: Duration::from_secs(10), body_idle_timeout: Duration::from_secs(30), max_connections: 1024 }
+    }
+}
+
+impl HttpSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let s = Self {
+            header_timeout: env.seconds_or("HTTP_HEADER_TIMEOUT_SECONDS", d.header_timeout.as_secs())?,
+            body_idle_timeout: env.seconds_or("HTTP_BODY_IDLE_TIMEOUT_SECONDS", d.body_idle_timeout.as_secs())?,
+            max_connections: env.parse_or("HTTP_MAX_CONNECTIONS", d.max_connections)?,
+        };
+        for (name, zero) in [
+            ("HTTP_HEADER_TIMEOUT_SECONDS", s.header_timeout.is_zero()),
+            ("HTTP_BODY_IDLE_TIMEOUT_SECONDS", s.body_idle_timeout.is_zero()),
+            ("HTTP_MAX_CONNECTIONS", s.max_connections == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid { name, reason: "must be positive".into() });
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) until `shutdown` is cancelled, then lets requests
+/// in flight finish for up to `grace` before dropping the connections.
+///
+/// `axum::serve` sets no timer, so hyper's header-read timeout never fires there and a client
+/// that sends half a header holds its connection forever; this loop sets one, bounds the
+/// connections with a semaphore taken before `accept` (mini-redis's model), and times out idle
+/// request bodies. Handlers can extract `ConnectInfo<SocketAddr>`. HTTP/2 is not offered: no
+/// client of ours speaks cleartext HTTP/2, and HTTP/1's timeouts are the ones that close
+/// half-open connections.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &HttpSettings,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let app = router.layer(RequestBodyTimeoutLayer::new(settings.body_idle_timeout));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper's read buffer grows to ~400 KiB on a fast upload, per connection; 64 KiB keeps
+    // uploads at full speed and still allows 64 KiB of request headers.
+    http.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).max_buf_size(MAX_BUF_SIZE);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.context("connection semaphore closed")?,
+            _ = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // A streamed response goes out as a headers write then small body writes, which
+        // Nagle's algorithm would hold back for the client's delayed ACK (~40 ms a request).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "failed to set TCP_NODELAY");
         }
+        let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                // Timeouts, resets and malformed requests end here: the client's doing.
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
     }
-    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping open connections"),
+    }
+    Ok(())
 }
 
-/// Runs an axum server whose graceful shutdown is tied to `shutdown`; once shutdown starts,
-/// requests in flight get `grace` to finish before the connections are dropped.
-pub async fn serve_with_grace<S>(server: S, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()>
-where
-    S: IntoFuture<Output = std::io::Result<()>>,
-{
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.context("HTTP server failed"),
-        _ = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.context("HTTP server failed while draining"),
-        Err(_) => {
-            tracing::warn!(?grace, "grace period over; dropping open connections");
-            Ok(())
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_defaults_and_checks() {
+        let s = HttpSettings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 1024);
+        let e = HttpSettings::from_env(&Env::from_pairs([("HTTP_MAX_CONNECTIONS", "0")])).unwrap_err().to_string();
+        assert!(e.contains("HTTP_MAX_CONNECTIONS"), "{e}");
     }
 }

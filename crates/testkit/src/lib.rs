@@ -16,6 +16,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use sqlx::{Connection, Executor, MySqlConnection};
 
+mod service_env;
+pub use service_env::{Servers, Service, ServiceEnv, Wiring};
+
 fn var_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
@@ -69,17 +72,40 @@ pub struct AuthDb {
 
 impl AuthDb {
     pub async fn create() -> anyhow::Result<Self> {
+        Self::create_named("auth_t_").await
+    }
+
+    /// A database and user named `<prefix><random>`. `scripts/test.sh` drops every `auth_t_*`
+    /// database left by earlier runs, so tools that run beside the tests (the benchmark) use
+    /// another prefix.
+    pub async fn create_named(prefix: &str) -> anyhow::Result<Self> {
         let id = unique();
-        let db = Self { database: format!("auth_t_{id}"), user: format!("auth_t_{id}"), password: format!("pw-{id}") };
+        let db = Self { database: format!("{prefix}{id}"), user: format!("{prefix}{id}"), password: format!("pw-{id}") };
         let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.context("connect to MariaDB as admin (TEST_MYSQL_URL)")?;
         conn.execute(format!("CREATE DATABASE `{}`", db.database).as_str()).await?;
         for host in ["%", "localhost"] {
             conn.execute(format!("CREATE USER '{}'@'{host}' IDENTIFIED BY '{}'", db.user, db.password).as_str()).await?;
-            conn.execute(format!("GRANT SELECT, INSERT, UPDATE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
+            conn.execute(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
         }
         conn.execute(format!("USE `{}`", db.database).as_str()).await?;
         conn.execute(user_table_ddl().as_str()).await?;
         Ok(db)
+    }
+
+    /// The database `init.sql` creates and the application user `dev-seed.sql` adds for local
+    /// development (its DEVELOPMENT PLACEHOLDER password, never a deployment's).
+    pub fn init_sql() -> Self {
+        Self { database: "auth".into(), user: "auth_user".into(), password: "Auth123".into() }
+    }
+
+    /// Drops the database and its user.
+    pub async fn drop_all(&self) -> anyhow::Result<()> {
+        let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.context("connect to MariaDB as admin (TEST_MYSQL_URL)")?;
+        conn.execute(format!("DROP DATABASE IF EXISTS `{}`", self.database).as_str()).await?;
+        for host in ["%", "localhost"] {
+            conn.execute(format!("DROP USER IF EXISTS '{}'@'{host}'", self.user).as_str()).await?;
+        }
+        Ok(())
     }
 
     /// The `MYSQL_*` variables of the auth service for this database.
@@ -442,33 +468,17 @@ impl Stack {
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let db = AuthDb::create().await?;
         let names = Names::new();
+        let servers = Servers::from_test_env();
         let (auth_port, gateway_port, converter_health, notification_health) = (free_port(), free_port(), free_port(), free_port());
-        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let with = |own: Vec<(&str, String)>| -> Vec<(String, String)> {
-            let mut env = names.env();
-            env.extend(own.into_iter().map(|(k, v)| (k.to_owned(), v)));
-            env.extend(extra.iter().cloned());
-            env
+        let wiring = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: JWT_SECRET, auth_port };
+        let spawn = |service: Service, port: u16| {
+            let env = ServiceEnv::new(service, port, wiring).extend(extra.iter().copied());
+            Proc::spawn(service.name(), env.vars())
         };
-        let mut auth_env = db.env();
-        auth_env.extend(with(vec![("PORT", auth_port.to_string()), ("JWT_SECRET", JWT_SECRET.to_owned())]));
-        let auth = Proc::spawn("auth", &auth_env)?;
-        let gateway = Proc::spawn(
-            "gateway",
-            &with(vec![("PORT", gateway_port.to_string()), ("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))]),
-        )?;
-        let converter = Proc::spawn("converter", &with(vec![("HEALTH_PORT", converter_health.to_string())]))?;
-        let notification = Proc::spawn(
-            "notification",
-            &with(vec![
-                ("HEALTH_PORT", notification_health.to_string()),
-                ("SMTP_HOST", smtp_host()),
-                ("SMTP_PORT", smtp_port()),
-                ("SMTP_TLS", "none".to_owned()),
-                ("SMTP_AUTH", "false".to_owned()),
-                ("GMAIL_ADDRESS", "mp3converter@localhost".to_owned()),
-            ]),
-        )?;
+        let auth = spawn(Service::Auth, auth_port)?;
+        let gateway = spawn(Service::Gateway, gateway_port)?;
+        let converter = spawn(Service::Converter, converter_health)?;
+        let notification = spawn(Service::Notification, notification_health)?;
         let stack =
             Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
         for (url, proc_) in [
@@ -522,6 +532,108 @@ pub fn fid_from_mail(text: &str) -> Option<String> {
     let rest = text.split("mp3 file_id: ").nth(1)?;
     let fid: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
     (fid.len() == 24).then_some(fid)
+}
+
+/// A process's memory as `/proc/<pid>/status` shows it, in KiB: (`VmRSS`, `VmHWM` = peak RSS).
+pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc status"))?;
+        line.split_whitespace().nth(1).context("no value")?.parse().context("not a number")
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Resets a process's peak RSS (`VmHWM`) to its current RSS, so the next peak is measured from
+/// now (Linux `clear_refs` 5).
+pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("write /proc clear_refs")
+}
+
+/// An HTTP/1.1 response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The header block, lower-cased names.
+    pub headers: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one response (with a `Content-Length` body, as ours all have) from `rd`.
+pub async fn read_response<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> anyhow::Result<RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = rd.read(&mut tmp).await?;
+        if n == 0 {
+            bail!("connection closed before a response ({} bytes read)", buf.len());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).context("no status")?.parse()?;
+    let mut resp = RawResponse { status, headers: head.split_once("\r\n").map_or("", |(_, h)| h).to_owned(), body: String::new() };
+    let len: usize = resp.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = rd.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    body.truncate(len);
+    resp.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(resp)
+}
+
+/// Sends `head` (request line and headers, ending in an empty line) and then the body pieces
+/// `chunks` (HTTP chunked encoding when `chunked`), while reading the answer at the same time:
+/// a server may answer, and close, before the body ends, as ours do for refused uploads.
+pub async fn send_streaming(
+    port: u16,
+    head: String,
+    chunks: impl Iterator<Item = Vec<u8>> + Send + 'static,
+    chunked: bool,
+    timeout: Duration,
+) -> anyhow::Result<RawResponse> {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for c in chunks {
+            if chunked {
+                wr.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await?;
+                wr.write_all(&c).await?;
+                wr.write_all(b"\r\n").await?;
+            } else {
+                wr.write_all(&c).await?;
+            }
+        }
+        if chunked {
+            wr.write_all(b"0\r\n\r\n").await?;
+        }
+        // Keep the write half open until the answer is read.
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let resp = tokio::time::timeout(timeout, read_response(&mut rd)).await;
+    writer.abort();
+    resp.map_err(|_| anyhow::anyhow!("no response within {timeout:?}"))?
 }
 
 /// The Prometheus text a service serves at `url` (its `/metrics`).

@@ -39,7 +39,13 @@ fn schemathesis(doc: &str, base: &str, args: &[&str]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_hold_under_fuzzing() {
     // Fuzzing sends many bad logins: keep the rate limiter out of its way.
-    let stack = Stack::start(&[("LOGIN_MAX_FAILURES", "1000000"), ("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000000")]).await.unwrap();
+    let stack = Stack::start(&[
+        ("LOGIN_MAX_FAILURES", "1000000"),
+        ("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000000"),
+        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000000"),
+    ])
+    .await
+    .unwrap();
     let token = stack.user_token(&unique_email(), true).await.unwrap();
     let bearer = format!("Authorization: Bearer {token}");
     let auth = format!("http://127.0.0.1:{}", stack.auth_port);

@@ -47,11 +47,21 @@ pub struct Config {
     pub mysql: MysqlSettings,
     pub jwt_secret: SecretString,
     pub jwt_ttl: Duration,
-    /// Failed logins allowed per email within `login_window`.
+    /// `LOGIN_MAX_FAILURES`: failed logins per (account, client address) before each further
+    /// attempt from that pair waits twice as long as the last (from `login_backoff_base`).
     pub login_max_failures: u32,
-    /// Failed logins allowed per client address within `login_window`.
+    /// `LOGIN_BACKOFF_BASE_MS`: the first wait once `login_max_failures` is reached.
+    pub login_backoff_base: Duration,
+    /// Failed logins allowed per client address (any account) within `login_window`.
     pub login_max_failures_per_address: u32,
+    /// Failed logins allowed per account (any address) within `login_window`; past it only
+    /// addresses that logged in to the account before may keep trying.
+    pub login_max_failures_per_account: u32,
     pub login_window: Duration,
+    /// `LOGIN_LIMITER_MAX_KEYS`: entries each login limiter keeps at most (memory bound).
+    pub login_limiter_max_keys: usize,
+    /// Server connection bounds and timeouts.
+    pub http: common::http::HttpSettings,
     pub shutdown_grace: Duration,
 }
 
@@ -74,8 +84,12 @@ impl Config {
             jwt_secret,
             jwt_ttl,
             login_max_failures: env.parse_or("LOGIN_MAX_FAILURES", 5)?,
+            login_backoff_base: env.millis_or("LOGIN_BACKOFF_BASE_MS", 1000)?,
             login_max_failures_per_address: env.parse_or("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
+            login_max_failures_per_account: env.parse_or("LOGIN_MAX_FAILURES_PER_ACCOUNT", 100)?,
             login_window: env.seconds_or("LOGIN_WINDOW_SECONDS", 300)?,
+            login_limiter_max_keys: env.parse_or("LOGIN_LIMITER_MAX_KEYS", 100_000)?,
+            http: common::http::HttpSettings::from_env(env)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
         })
     }

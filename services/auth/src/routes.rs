@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,9 +17,10 @@ use secrecy::SecretString;
 use sqlx::MySqlPool;
 use tracing::instrument;
 
+use crate::config::Config;
 use crate::error::AuthError;
 use crate::password;
-use crate::ratelimit::FailureLimiter;
+use crate::ratelimit::{FailureLimiter, KnownAddresses, Policy};
 use crate::token::Keys;
 
 /// Everything a handler needs.
@@ -26,13 +28,35 @@ use crate::token::Keys;
 pub struct AppState {
     pub pool: MySqlPool,
     pub keys: Keys,
-    pub by_email: Arc<FailureLimiter>,
-    pub by_address: Arc<FailureLimiter>,
+    pub limits: Arc<LoginLimits>,
     /// A hash verified when the email is unknown, so both failures take the same time.
     pub dummy_hash: Arc<String>,
     /// Bounds the argon2 checks running at once (each takes ~19 MiB and a core for ~20 ms), so
     /// a burst of logins queues instead of exhausting memory.
     pub hash_permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// The failed-login counters (see [`crate::ratelimit`] for why three).
+pub struct LoginLimits {
+    by_pair: FailureLimiter,
+    by_address: FailureLimiter,
+    by_account: FailureLimiter,
+    known: KnownAddresses,
+}
+
+/// How long a successful login exempts its address from the per-account limit.
+const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl LoginLimits {
+    pub fn new(c: &Config) -> Self {
+        let keys = c.login_limiter_max_keys;
+        Self {
+            by_pair: FailureLimiter::new(Policy::Backoff { free: c.login_max_failures, base: c.login_backoff_base }, c.login_window, keys),
+            by_address: FailureLimiter::new(Policy::Fixed { max: c.login_max_failures_per_address }, c.login_window, keys),
+            by_account: FailureLimiter::new(Policy::Fixed { max: c.login_max_failures_per_account }, c.login_window, keys),
+            known: KnownAddresses::new(KNOWN_ADDRESS_TTL, keys),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -69,6 +93,16 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
         .unwrap_or_else(|| peer.ip().to_string())
 }
 
+/// A row of the `user` table, as login needs it.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i32,
+    email: String,
+    password: String,
+    admin: bool,
+    token_generation: u32,
+}
+
 #[instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
@@ -76,9 +110,9 @@ async fn login(
     headers: HeaderMap,
 ) -> Result<Response, AuthError> {
     let (username, password) = basic_credentials(&headers).ok_or(AuthError::MissingCredentials)?;
-    let email_key = username.to_ascii_lowercase();
-    let address_key = client_address(&headers, peer);
-    if let Some(wait) = state.by_email.blocked(&email_key).max(state.by_address.blocked(&address_key)) {
+    let address = client_address(&headers, peer);
+    let limits = &state.limits;
+    if let Some(wait) = limits.by_address.blocked(&address) {
         return Err(AuthError::RateLimited { retry_after_secs: wait });
     }
 
@@ -86,30 +120,45 @@ async fn login(
     // `Georgio@Email.com` to `georgio@email.com`, and ownership and mail follow the token.
     let user = match username.parse::<Email>() {
         Ok(email) => {
-            sqlx::query_as::<_, (String, String, bool)>("SELECT email, password, admin FROM `user` WHERE email = ?")
+            sqlx::query_as::<_, UserRow>("SELECT id, email, password, admin, token_generation FROM `user` WHERE email = ?")
                 .bind(email.as_str())
                 .fetch_optional(&state.pool)
                 .await?
         }
         Err(_) => None,
     };
+    // Counted per stored row: every spelling the collation maps to one account shares its
+    // counter. Unknown names have no account to protect; the per-address limit covers them.
+    let account = match &user {
+        Some(u) => format!("id:{}", u.id),
+        // Bounded: a 4 KB "email" must not become a 4 KB key in every limiter.
+        None => format!("unknown:{}", username.chars().take(254).collect::<String>().to_lowercase()),
+    };
+    let pair = format!("{account}|{address}");
+    let account_wait = limits.by_account.blocked(&account).filter(|_| !limits.known.contains(&pair));
+    if let Some(wait) = limits.by_pair.blocked(&pair).max(account_wait) {
+        return Err(AuthError::RateLimited { retry_after_secs: wait });
+    }
+
     // Unknown users are checked against a dummy hash: same work, same answer, same time.
-    let (hash, admin) = user.as_ref().map_or_else(|| ((*state.dummy_hash).clone(), false), |(_, h, a)| (h.clone(), *a));
+    let hash = user.as_ref().map_or_else(|| (*state.dummy_hash).clone(), |u| u.password.clone());
     let matches = {
         let _permit = state.hash_permits.acquire().await.map_err(|e| AuthError::Internal(e.into()))?;
         password::verify(password, hash).await.map_err(AuthError::Internal)?
     };
     match user {
-        Some((email, _, _)) if matches => {
-            state.by_email.reset(&email_key);
-            let token = state.keys.issue(&email, admin).map_err(AuthError::Internal)?;
-            tracing::info!(user = %email, "login succeeded");
+        Some(u) if matches => {
+            limits.by_pair.reset(&pair);
+            limits.known.remember(&pair);
+            let token = state.keys.issue(&u.email, u.admin, u.token_generation).map_err(AuthError::Internal)?;
+            tracing::info!(user = %u.email, "login succeeded");
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response())
         }
         _ => {
-            state.by_email.record_failure(&email_key);
-            state.by_address.record_failure(&address_key);
-            tracing::info!(client = %address_key, "login failed");
+            limits.by_pair.record_failure(&pair);
+            limits.by_account.record_failure(&account);
+            limits.by_address.record_failure(&address);
+            tracing::info!(client = %address, "login failed");
             Err(AuthError::InvalidCredentials)
         }
     }
@@ -131,7 +180,16 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 #[instrument(skip_all)]
 async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Claims>, AuthError> {
     let token = bearer_token(&headers)?;
-    state.keys.verify(token).map(Json).ok_or(AuthError::NotAuthorized)
+    let (claims, generation) = state.keys.verify(token).ok_or(AuthError::NotAuthorized)?;
+    // A password change or removal moves the account past the tokens issued before it.
+    let current: Option<u32> = sqlx::query_scalar("SELECT token_generation FROM `user` WHERE email = ?")
+        .bind(&claims.username)
+        .fetch_optional(&state.pool)
+        .await?;
+    if current != Some(generation) {
+        return Err(AuthError::NotAuthorized);
+    }
+    Ok(Json(claims))
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

@@ -1,6 +1,5 @@
 //! Building and running the auth service.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MysqlSettings};
 use crate::password;
-use crate::ratelimit::FailureLimiter;
-use crate::routes::{router, AppState};
+use crate::routes::{router, AppState, LoginLimits};
 use crate::token::Keys;
 
 /// A pool that connects lazily, so the service starts (and reports not-ready) while MySQL is
@@ -30,6 +28,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     grace: Duration,
+    http: common::http::HttpSettings,
 }
 
 impl Application {
@@ -40,12 +39,11 @@ impl Application {
         let state = AppState {
             pool: pool(&config.mysql),
             keys: Keys::new(&config.jwt_secret, config.jwt_ttl),
-            by_email: Arc::new(FailureLimiter::new(config.login_max_failures, config.login_window)),
-            by_address: Arc::new(FailureLimiter::new(config.login_max_failures_per_address, config.login_window)),
+            limits: Arc::new(LoginLimits::new(&config)),
             dummy_hash: Arc::new(dummy),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))),
         };
-        Ok(Self { listener, state, grace: config.shutdown_grace })
+        Ok(Self { listener, state, grace: config.shutdown_grace, http: config.http })
     }
 
     pub fn port(&self) -> u16 {
@@ -57,9 +55,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "auth listening");
         let app = common::http::with_tracing(router(self.state.clone()));
-        let server = axum::serve(common::http::no_delay(self.listener), app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        common::http::serve_with_grace(server, shutdown, self.grace).await?;
+        common::http::serve(self.listener, app, &self.http, shutdown, self.grace).await?;
         self.state.pool.close().await;
         Ok(())
     }

@@ -6,6 +6,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::claims::Claims;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// What a token carries: the contract's claims (all `/validate` returns) and the account's token
+/// generation when it was issued (0 for tokens made before generations existed).
+#[derive(Serialize, Deserialize)]
+struct TokenClaims {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    gen: u32,
+}
 
 /// The signing and verification keys derived from `JWT_SECRET`.
 #[derive(Clone)]
@@ -25,15 +36,16 @@ impl Keys {
         Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation, ttl }
     }
 
-    pub fn issue(&self, username: &str, admin: bool) -> anyhow::Result<String> {
+    /// A token for `username` at the account's current token `generation`.
+    pub fn issue(&self, username: &str, admin: bool, generation: u32) -> anyhow::Result<String> {
         let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = Claims { username: username.to_owned(), iat, exp: iat + self.ttl.as_secs(), admin };
-        Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        Ok(encode(&Header::new(Algorithm::HS256), &TokenClaims { claims, gen: generation }, &self.encoding)?)
     }
 
-    /// The claims of a valid, unexpired token signed with our key.
-    pub fn verify(&self, token: &str) -> Option<Claims> {
-        decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+    /// The claims and token generation of a valid, unexpired token signed with our key.
+    pub fn verify(&self, token: &str) -> Option<(Claims, u32)> {
+        decode::<TokenClaims>(token, &self.decoding, &self.validation).ok().map(|d| (d.claims.claims, d.claims.gen))
     }
 }
 
@@ -51,8 +63,9 @@ mod tests {
     #[test]
     fn issues_verifiable_tokens_with_the_contract_claims() {
         let k = keys();
-        let t = k.issue("georgio@email.com", true).unwrap();
-        let c = k.verify(&t).unwrap();
+        let t = k.issue("georgio@email.com", true, 3).unwrap();
+        let (c, generation) = k.verify(&t).unwrap();
+        assert_eq!(generation, 3);
         assert_eq!(c.username, "georgio@email.com");
         assert!(c.admin);
         assert_eq!(c.exp - c.iat, 60);
@@ -61,7 +74,7 @@ mod tests {
     #[test]
     fn refuses_forgeries() {
         let k = keys();
-        let t = k.issue("a@b.c", false).unwrap();
+        let t = k.issue("a@b.c", false, 0).unwrap();
         let parts: Vec<&str> = t.split('.').collect();
         // alg none
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -73,7 +86,7 @@ mod tests {
         let other = Keys::new(&SecretString::from("x".repeat(32)), Duration::from_secs(60));
         assert!(other.verify(&t).is_none());
         // HS512 with the right key is still refused
-        let claims = k.verify(&t).unwrap();
+        let (claims, _) = k.verify(&t).unwrap();
         let hs512 = encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret("k".repeat(32).as_bytes())).unwrap();
         assert!(k.verify(&hs512).is_none());
         assert!(k.verify("").is_none());

@@ -13,7 +13,7 @@ use sqlx::MySqlPool;
 use crate::config::MysqlSettings;
 use crate::password;
 
-pub const USAGE: &str = "usage: auth user add EMAIL [--no-admin] | auth user set-password EMAIL\n\
+pub const USAGE: &str = "usage: auth user add EMAIL [--no-admin] | auth user set-password EMAIL | auth user remove EMAIL\n\
     (password from AUTH_USER_PASSWORD or the first line of stdin; MySQL settings from MYSQL_*)";
 
 /// Runs the user command given the arguments after `user`.
@@ -24,12 +24,17 @@ pub async fn run(args: &[String], env: &Env) -> anyhow::Result<String> {
         _ => bail!("{USAGE}"),
     };
     let email: Email = email.parse().with_context(|| format!("{email:?} is not a valid email address"))?;
-    let password = read_password(env)?;
+    if !matches!(cmd, "add" | "set-password" | "remove") {
+        bail!("{USAGE}");
+    }
+    let password = if cmd == "remove" { None } else { Some(read_password(env)?) };
     let pool = crate::startup::pool(&MysqlSettings::from_env(env)?);
-    let result = match cmd {
-        "add" => add_user(&pool, &email, password, !no_admin).await.map(|()| format!("added user {email}")),
-        "set-password" => set_password(&pool, &email, password).await.map(|()| format!("password of {email} updated")),
-        _ => bail!("{USAGE}"),
+    let result = match (cmd, password) {
+        ("add", Some(password)) => add_user(&pool, &email, password, !no_admin).await.map(|()| format!("added user {email}")),
+        ("set-password", Some(password)) => {
+            set_password(&pool, &email, password).await.map(|()| format!("password of {email} updated; older tokens are revoked"))
+        }
+        _ => remove_user(&pool, &email).await.map(|()| format!("removed user {email}; their tokens are revoked")),
     };
     pool.close().await;
     result
@@ -67,12 +72,24 @@ pub async fn add_user(pool: &MySqlPool, email: &Email, password: SecretString, a
 
 pub async fn set_password(pool: &MySqlPool, email: &Email, password: SecretString) -> anyhow::Result<()> {
     let phc = password::hash(password).await?;
-    let done = sqlx::query("UPDATE `user` SET password = ? WHERE email = ?")
+    // Moving the token generation on revokes every token issued before (auth's /validate
+    // compares it with the token's).
+    let done = sqlx::query("UPDATE `user` SET password = ?, token_generation = token_generation + 1 WHERE email = ?")
         .bind(phc)
         .bind(email.as_str())
         .execute(pool)
         .await
         .context("failed to update the password")?;
+    if done.rows_affected() == 0 {
+        bail!("no user {email}");
+    }
+    Ok(())
+}
+
+/// Deletes the user; their tokens stop validating at once (no row, no valid generation).
+pub async fn remove_user(pool: &MySqlPool, email: &Email) -> anyhow::Result<()> {
+    let done =
+        sqlx::query("DELETE FROM `user` WHERE email = ?").bind(email.as_str()).execute(pool).await.context("failed to delete the user")?;
     if done.rows_affected() == 0 {
         bail!("no user {email}");
     }

@@ -85,7 +85,7 @@ async fn unknown_user_and_wrong_password_look_the_same() {
 }
 
 #[tokio::test]
-async fn repeated_failures_are_rate_limited_per_email_and_per_address() {
+async fn repeated_failures_are_rate_limited_per_account_and_address() {
     let app = spawn_app(&[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_MAX_FAILURES_PER_ADDRESS", "5"), ("LOGIN_WINDOW_SECONDS", "60")]).await;
     let (victim, other) = (unique_email(), unique_email());
     add_user(&app.db, &victim, "Password123!", true).unwrap();
@@ -93,7 +93,8 @@ async fn repeated_failures_are_rate_limited_per_email_and_per_address() {
     for _ in 0..3 {
         assert_eq!(login(&app, &victim, "guess").await.status(), 401);
     }
-    // Blocked now, even with the right password, with a Retry-After within the window.
+    // This address must wait now, even with the right password, with a Retry-After within the
+    // window (other addresses are not slowed: see hostile.rs `strangers_cannot_lock_an_account_out`).
     let blocked = login(&app, &victim, "Password123!").await;
     assert_eq!(blocked.status(), 429);
     let retry: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();

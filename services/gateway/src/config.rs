@@ -36,6 +36,26 @@ pub struct Config {
     /// still be in the middle of their upload request).
     pub outbox_min_age: Duration,
     pub shutdown_grace: Duration,
+    /// Server connection bounds and timeouts.
+    pub http: common::http::HttpSettings,
+    /// `MAX_CONCURRENT_UPLOADS`: uploads this replica streams at once; more get 503 with
+    /// `Retry-After` (each holds a few hundred KiB of buffers while it streams).
+    pub max_concurrent_uploads: usize,
+    /// Per-user limits, shared by every replica (counted in MongoDB).
+    pub quotas: Quotas,
+}
+
+/// Per-user upload limits; 0 turns one off.
+#[derive(Clone, Debug)]
+pub struct Quotas {
+    /// `QUOTA_MAX_IN_FLIGHT`: a user's uploads stored but not yet converted.
+    pub max_in_flight: u64,
+    /// `QUOTA_BYTES_PER_DAY`: bytes a user may upload in any 24 hours.
+    pub bytes_per_day: u64,
+    /// `QUOTA_IN_FLIGHT_WINDOW_SECONDS`: an upload without an mp3 stops counting as in flight
+    /// after this long (its job has failed or given up by then: keep it above the converter's
+    /// job deadline).
+    pub in_flight_window: Duration,
 }
 
 impl Config {
@@ -61,6 +81,16 @@ impl Config {
             outbox_interval: env.seconds_or("OUTBOX_INTERVAL_SECONDS", 30)?,
             outbox_min_age: env.seconds_or("OUTBOX_MIN_AGE_SECONDS", 120)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
+            http: common::http::HttpSettings::from_env(env)?,
+            max_concurrent_uploads: match env.parse_or("MAX_CONCURRENT_UPLOADS", 128)? {
+                0 => return Err(ConfigError::Invalid { name: "MAX_CONCURRENT_UPLOADS", reason: "must be positive".into() }),
+                n => n,
+            },
+            quotas: Quotas {
+                max_in_flight: env.parse_or("QUOTA_MAX_IN_FLIGHT", 10)?,
+                bytes_per_day: env.parse_or("QUOTA_BYTES_PER_DAY", 20 * 1024 * 1024 * 1024)?,
+                in_flight_window: env.seconds_or("QUOTA_IN_FLIGHT_WINDOW_SECONDS", 6 * 3600)?,
+            },
         })
     }
 }

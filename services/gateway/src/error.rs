@@ -22,6 +22,16 @@ pub enum GatewayError {
     NotFound,
     #[error("file too large: the limit is {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("too many form fields: at most {max} parts")]
+    TooManyParts { max: usize },
+    #[error("form field {name:?} too large: the limit is {limit} bytes")]
+    FieldTooLarge { name: String, limit: usize },
+    /// A per-user quota: the message says which, `retry_after` when it frees up.
+    #[error("{message}")]
+    Quota { message: String, retry_after: u64 },
+    /// This replica streams as many uploads as it may (`MAX_CONCURRENT_UPLOADS`).
+    #[error("too many uploads in progress; try again later")]
+    Busy,
     #[error("unsupported file type: upload an audio or video file")]
     UnsupportedMedia,
     #[error("requested range not satisfiable")]
@@ -46,6 +56,10 @@ impl GatewayError {
             GatewayError::FidRequired | GatewayError::InvalidFid => "bad_fid",
             GatewayError::NotFound => "not_found",
             GatewayError::TooLarge { .. } => "too_large",
+            GatewayError::TooManyParts { .. } => "too_many_parts",
+            GatewayError::FieldTooLarge { .. } => "field_too_large",
+            GatewayError::Quota { .. } => "quota",
+            GatewayError::Busy => "busy",
             GatewayError::UnsupportedMedia => "unsupported_media",
             GatewayError::RangeNotSatisfiable { .. } => "bad_range",
             GatewayError::Unavailable(_) => "unavailable",
@@ -62,9 +76,14 @@ impl IntoResponse for GatewayError {
         let status = match &self {
             GatewayError::Auth { status, .. } => *status,
             GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
-            GatewayError::ExactlyOneFile | GatewayError::BadMultipart(_) | GatewayError::FidRequired | GatewayError::InvalidFid => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::ExactlyOneFile
+            | GatewayError::BadMultipart(_)
+            | GatewayError::TooManyParts { .. }
+            | GatewayError::FidRequired
+            | GatewayError::InvalidFid => StatusCode::BAD_REQUEST,
+            GatewayError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Quota { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -79,8 +98,11 @@ impl IntoResponse for GatewayError {
         }
         let mut resp = (status, self.to_string()).into_response();
         match &self {
-            GatewayError::Unavailable(_) => {
+            GatewayError::Unavailable(_) | GatewayError::Busy => {
                 resp.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+            }
+            GatewayError::Quota { retry_after, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, (*retry_after).max(1).into());
             }
             GatewayError::RangeNotSatisfiable { length } => {
                 if let Ok(v) = format!("bytes */{length}").parse() {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod outbox;
+pub mod quota;
 pub mod sniff;
 pub mod startup;
 pub mod upload;

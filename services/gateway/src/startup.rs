@@ -1,6 +1,5 @@
 //! Building and running the gateway.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::{auth, download, outbox, upload};
+use crate::config::{Config, Quotas};
+use crate::{auth, download, outbox, quota, upload};
 
 /// Clients and settings shared by every handler (cheap to clone).
 #[derive(Clone)]
@@ -30,6 +29,9 @@ pub struct AppState {
     pub video_queue: String,
     pub max_upload_bytes: u64,
     pub trusted_proxy_hops: usize,
+    /// One permit per upload streaming on this replica (`MAX_CONCURRENT_UPLOADS`).
+    pub upload_permits: Arc<tokio::sync::Semaphore>,
+    pub quotas: Quotas,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -83,6 +85,8 @@ impl Application {
             video_queue: config.video_queue.clone(),
             max_upload_bytes: config.max_upload_bytes,
             trusted_proxy_hops: config.trusted_proxy_hops,
+            upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
+            quotas: config.quotas.clone(),
         };
         Ok(Self { listener, state, config })
     }
@@ -102,10 +106,10 @@ impl Application {
         }
         let sweep =
             tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
+        let quota_state = self.state.clone();
+        tokio::spawn(async move { quota::ensure_index(&quota_state).await });
         let app = common::http::with_tracing(router(self.state.clone()));
-        let server = axum::serve(common::http::no_delay(self.listener), app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let result = common::http::serve_with_grace(server, shutdown, self.config.shutdown_grace).await;
+        let result = common::http::serve(self.listener, app, &self.config.http, shutdown, self.config.shutdown_grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), sweep).await;
         result
     }

@@ -22,8 +22,8 @@ use tracing::{info, instrument};
 
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
-use crate::sniff;
 use crate::startup::AppState;
+use crate::{quota, sniff};
 
 /// Metadata field set once the video's message is confirmed by the broker; the outbox sweep
 /// announces files where it is still false.
@@ -35,6 +35,27 @@ pub const QUEUED_FIELD: &str = "metadata.queued";
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// GridFS chunk size of uploaded videos. An upload streaming holds about three of them (the
+/// driver's chunk buffer, the serialized chunk waiting for a pool connection, our read buffer)
+/// besides its connection's 64 KiB buffer: measured (bench concurrent-uploads), 1 MiB chunks
+/// cost ~1.8 MiB per upload, 256 KiB ~1.1 MiB, 64 KiB ~0.65 MiB. Only the converter reads
+/// videos, whole, so small chunks cost little there; mp3s, which downloads serve, keep
+/// [`gridfs::CHUNK_SIZE`].
+pub const VIDEO_CHUNK_SIZE: u32 = 64 * 1024;
+
+/// Bytes the multipart parser may take in without handing anything out: it buffers while it
+/// looks for a boundary or for the end of a part's headers, so a body showing neither would
+/// otherwise grow it without end.
+pub const MAX_FRAMING_BYTES: usize = 64 * 1024;
+/// Parts a form may have (the file and a few settings).
+pub const MAX_PARTS: usize = 16;
+/// Size of a form field that is not the file (settings such as a bitrate).
+pub const MAX_FIELD_BYTES: usize = 16 * 1024;
+
+/// The form's fields other than the file, in order (bounded by [`MAX_PARTS`] and
+/// [`MAX_FIELD_BYTES`]); unknown names are kept and ignored.
+pub type FormFields = Vec<(String, Bytes)>;
+
 #[instrument(skip_all, fields(user))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&'static str, GatewayError> {
     let (mut parts, body) = request.into_parts();
@@ -42,8 +63,10 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
     let result = async {
         let claims = AuthUser::from_request_parts(&mut parts, &state).await?.require_admin()?;
         tracing::Span::current().record("user", claims.username.as_str());
-        let request = Request::from_parts(parts, Body::from_stream(shared.clone()));
-        store_and_announce(&state, &claims, request).await
+        // Held until the answer: bounds the buffers of uploads streaming at once.
+        let _permit = state.upload_permits.clone().try_acquire_owned().map_err(|_| GatewayError::Busy)?;
+        let request = Request::from_parts(parts, Body::empty());
+        store_and_announce(&state, &claims, request, &shared).await
     }
     .await;
     match &result {
@@ -56,7 +79,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
     result
 }
 
-async fn store_and_announce(state: &AppState, claims: &Claims, request: Request) -> Result<&'static str, GatewayError> {
+async fn store_and_announce(state: &AppState, claims: &Claims, request: Request, body: &SharedBody) -> Result<&'static str, GatewayError> {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload_bytes + 64 * 1024) {
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
@@ -69,24 +92,21 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request)
     let ping = state.videos.run_command(doc! {"ping": 1}).await;
     ping.map_err(|e| from_mongo(anyhow::Error::new(e).context("MongoDB is unreachable")))?;
     state.publisher.ensure_connected().await.map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
+    let allowed_today = quota::check_before(&state.quotas, &quota::usage(state, &claims.username, &state.quotas).await?)?;
+
+    let progress = Progress::default();
+    let guarded = Guarded { inner: body.clone(), progress: progress.clone(), limit: MAX_FRAMING_BYTES };
+    let (parts, _) = request.into_parts();
+    let request = Request::from_parts(parts, Body::from_stream(guarded));
     let mut multipart = Multipart::from_request(request, state).await.map_err(|_| GatewayError::ExactlyOneFile)?;
 
     let mut stored: Option<VideoId> = None;
-    let result = async {
-        while let Some(field) = multipart.next_field().await.map_err(|e| GatewayError::BadMultipart(e.body_text()))? {
-            let Some(raw_name) = field.file_name() else { continue };
-            if stored.is_some() {
-                return Err(GatewayError::ExactlyOneFile);
-            }
-            let filename = clean_filename(raw_name);
-            let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
-            let reader = StreamReader::new(field.map_err(io::Error::other));
-            let id = store(state, claims, &filename, &content_type, reader).await?;
-            stored = Some(id);
-        }
-        stored.ok_or(GatewayError::ExactlyOneFile)
-    }
-    .await;
+    let mut fields = FormFields::new();
+    let result = read_form(state, claims, &mut multipart, &progress, allowed_today, &mut stored, &mut fields).await;
+    let result = match result {
+        Ok(video) => check_quota_after(state, claims, video).await,
+        Err(e) => Err(e),
+    };
     let video = match result {
         Ok(video) => video,
         Err(e) => {
@@ -103,8 +123,162 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request)
         return Err(GatewayError::Unavailable(e.context("failed to announce the upload")));
     }
     mark_queued(state, video).await;
-    info!(video_fid = %video, "upload stored and queued");
+    info!(video_fid = %video, fields = fields.len(), "upload stored and queued");
     Ok("success!")
+}
+
+/// Reads the whole form: exactly one file, stored as it streams in, and at most a few small
+/// other fields (collected into `fields`). A second file is refused whatever either contains,
+/// so a first file that is not media is read to its end before its 415 is given.
+async fn read_form(
+    state: &AppState,
+    claims: &Claims,
+    multipart: &mut Multipart,
+    progress: &Progress,
+    allowed_today: u64,
+    stored: &mut Option<VideoId>,
+    fields: &mut FormFields,
+) -> Result<VideoId, GatewayError> {
+    let mut files = 0;
+    let mut parts = 0;
+    let mut refused: Option<GatewayError> = None;
+    loop {
+        let next = multipart.next_field().await;
+        let field = match next {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(_) if progress.tripped() => {
+                return Err(GatewayError::BadMultipart(format!("no part boundary or end of part headers within {MAX_FRAMING_BYTES} bytes")))
+            }
+            Err(e) => return Err(GatewayError::BadMultipart(e.body_text())),
+        };
+        progress.mark();
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(GatewayError::TooManyParts { max: MAX_PARTS });
+        }
+        let name = field.name().unwrap_or("").chars().take(64).collect::<String>();
+        let Some(raw_name) = field.file_name() else {
+            let value = read_field(field, progress, &name).await?;
+            fields.push((name, value));
+            continue;
+        };
+        files += 1;
+        if files > 1 {
+            return Err(GatewayError::ExactlyOneFile);
+        }
+        let filename = clean_filename(raw_name);
+        let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
+        let marking = progress.clone();
+        let mut reader = StreamReader::new(
+            field
+                .map_ok(move |chunk| {
+                    marking.mark();
+                    chunk
+                })
+                .map_err(io::Error::other),
+        );
+        match store(state, claims, &filename, &content_type, &mut reader, allowed_today).await {
+            Ok(id) => *stored = Some(id),
+            Err(GatewayError::UnsupportedMedia) => {
+                // Read on: a second file after it is still "exactly 1 file required".
+                let mut rest = (&mut reader).take(state.max_upload_bytes);
+                tokio::io::copy(&mut rest, &mut tokio::io::sink()).await.map_err(|e| source_error(e, progress))?;
+                refused = Some(GatewayError::UnsupportedMedia);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    stored.ok_or(GatewayError::ExactlyOneFile)
+}
+
+/// A form field that is not a file, read whole up to [`MAX_FIELD_BYTES`].
+async fn read_field(mut field: axum::extract::multipart::Field<'_>, progress: &Progress, name: &str) -> Result<Bytes, GatewayError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, progress))? {
+        progress.mark();
+        if value.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(GatewayError::FieldTooLarge { name: name.to_owned(), limit: MAX_FIELD_BYTES });
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok(value.into())
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, progress: &Progress) -> GatewayError {
+    if progress.tripped() {
+        GatewayError::BadMultipart(format!("no part boundary or end of part headers within {MAX_FRAMING_BYTES} bytes"))
+    } else {
+        GatewayError::BadMultipart(e.body_text())
+    }
+}
+
+/// With the upload stored, counts again: uploads racing on other replicas are refused here.
+async fn check_quota_after(state: &AppState, claims: &Claims, video: VideoId) -> Result<VideoId, GatewayError> {
+    quota::check_after(&state.quotas, &quota::usage(state, &claims.username, &state.quotas).await?)?;
+    Ok(video)
+}
+
+/// Progress of the multipart parser, shared between the body it reads ([`Guarded`]) and the
+/// handler, which marks every part and chunk the parser hands out.
+#[derive(Clone, Default)]
+struct Progress(Arc<Mutex<ProgressState>>);
+
+#[derive(Default)]
+struct ProgressState {
+    /// Bytes fed to the parser since it last handed something out.
+    unconsumed: usize,
+    /// The guard paused once at the limit, to let the parser hand out what it holds.
+    paused: bool,
+    tripped: bool,
+}
+
+impl Progress {
+    fn mark(&self) {
+        let mut s = self.0.lock().expect("progress lock");
+        s.unconsumed = 0;
+        s.paused = false;
+    }
+
+    fn tripped(&self) -> bool {
+        self.0.lock().expect("progress lock").tripped
+    }
+}
+
+/// The body as the multipart parser sees it: once [`MAX_FRAMING_BYTES`] went in with nothing
+/// coming out, it pauses once (the parser then hands out the data it holds, if any) and then
+/// fails, so the parser's buffer stays bounded whatever the body.
+struct Guarded {
+    inner: SharedBody,
+    progress: Progress,
+    limit: usize,
+}
+
+impl Stream for Guarded {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        {
+            let mut s = self.progress.0.lock().expect("progress lock");
+            if s.unconsumed >= self.limit {
+                if s.paused {
+                    s.tripped = true;
+                    return Poll::Ready(Some(Err(io::Error::other("multipart framing exceeds its limit"))));
+                }
+                s.paused = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        if let Some(Ok(chunk)) = &item {
+            self.progress.0.lock().expect("progress lock").unconsumed += chunk.len();
+        }
+        Poll::Ready(item.map(|r| r.map_err(io::Error::other)))
+    }
 }
 
 /// The request body, shared so that what the handler left unread can be drained afterwards.
@@ -148,14 +322,17 @@ async fn store<R: AsyncRead + Unpin + Send>(
     claims: &Claims,
     filename: &str,
     content_type: &str,
-    mut reader: R,
+    reader: &mut R,
+    allowed_today: u64,
 ) -> Result<VideoId, GatewayError> {
     let mut head = Vec::with_capacity(sniff::PREFIX_LEN);
-    (&mut reader).take(sniff::PREFIX_LEN as u64).read_to_end(&mut head).await.map_err(source_error)?;
+    (&mut *reader).take(sniff::PREFIX_LEN as u64).read_to_end(&mut head).await.map_err(|e| source_error(e, &Progress::default()))?;
     if !sniff::is_media(&head) {
         return Err(GatewayError::UnsupportedMedia);
     }
-    let limited = Limited { inner: io::Cursor::new(head).chain(reader), remaining: state.max_upload_bytes };
+    // The daily quota cuts a stream short too, answered as a quota (429), not as "too large".
+    let by_quota = allowed_today < state.max_upload_bytes;
+    let limited = Limited { inner: io::Cursor::new(head).chain(reader), remaining: state.max_upload_bytes.min(allowed_today) };
     let id = ObjectId::new();
     let metadata = doc! {
         "username": &claims.username,
@@ -163,20 +340,28 @@ async fn store<R: AsyncRead + Unpin + Send>(
         "content_type": content_type,
         "queued": false,
     };
-    match gridfs::upload(&gridfs::bucket(&state.videos), id, filename, metadata, limited).await {
+    match gridfs::upload_with_chunk_size(&gridfs::bucket(&state.videos), id, filename, metadata, limited, VIDEO_CHUNK_SIZE).await {
         Ok(bytes) => {
             metrics::counter!(common::metrics::UPLOAD_BYTES).increment(bytes);
             Ok(VideoId::new(id))
         }
         Err(UploadError::Source(e)) if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) => {
-            Err(GatewayError::TooLarge { limit: state.max_upload_bytes })
+            if by_quota {
+                let usage = quota::usage(state, &claims.username, &state.quotas).await?;
+                Err(quota::bytes_error(&state.quotas, &usage))
+            } else {
+                Err(GatewayError::TooLarge { limit: state.max_upload_bytes })
+            }
         }
-        Err(UploadError::Source(e)) => Err(source_error(e)),
+        Err(UploadError::Source(e)) => Err(source_error(e, &Progress::default())),
         Err(UploadError::Store(e)) => Err(from_mongo(e)),
     }
 }
 
-fn source_error(e: io::Error) -> GatewayError {
+fn source_error(e: io::Error, progress: &Progress) -> GatewayError {
+    if progress.tripped() {
+        return GatewayError::BadMultipart(format!("no part boundary or end of part headers within {MAX_FRAMING_BYTES} bytes"));
+    }
     GatewayError::BadMultipart(format!("the upload was interrupted: {e}"))
 }
 
@@ -222,19 +407,14 @@ struct Limited<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Read at most one byte past the limit into a sub-buffer, so an oversized read can be
-        // refused without handing the caller any of it (as tokio's `Take` does).
-        let max = usize::try_from(this.remaining.saturating_add(1)).unwrap_or(usize::MAX).min(buf.remaining());
-        let mut sub = buf.take(max);
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
-        let n = sub.filled().len();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
         if n as u64 > this.remaining {
+            // Take the read back, so the caller is handed none of an oversized read.
+            buf.set_filled(before);
             return Poll::Ready(Err(io::Error::other(TooLarge)));
         }
-        // SAFETY: `sub` covers the start of `buf`'s unfilled part and the inner reader
-        // initialised its first `n` bytes.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
         this.remaining -= n as u64;
         Poll::Ready(Ok(()))
     }
