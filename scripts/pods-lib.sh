@@ -28,3 +28,6 @@ mysql_root() {
     sudo mysql -uroot "$@"
   fi
 }
+
+# pods_free_port: a TCP port free on 127.0.0.1 now.
+pods_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

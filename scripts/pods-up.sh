@@ -77,7 +77,7 @@ fi
 mkdir -p "$STATE"
 chmod 700 "$STATE"
 
-port_or_free() { if [[ ${1:-0} == 0 ]]; then free_port; else echo "$1"; fi; }
+port_or_free() { if [[ ${1:-0} == 0 ]]; then pods_free_port; else echo "$1"; fi; }
 declare -A PORT=(
   [auth]=$(port_or_free "${PODS_AUTH_PORT:-25000}")
   [gateway]=$(port_or_free "${PODS_GATEWAY_PORT:-28080}")
