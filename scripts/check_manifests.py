@@ -53,7 +53,7 @@ MAY_BE_REMOVED = {("HorizontalPodAutoscaler", "converter"), ("Secret", None)}
 # Secret values anyone can read: RabbitMQ's default account, dev-seed.sql's MySQL password and
 # the placeholders this repository used to deploy.
 KNOWN_SECRETS = ("guest", "Auth123", "dev-placeholder-jwt-secret-change-me-not-for-production",
-                 "dev-placeholder-root-password", "placeholder-gmail-app-password")
+                 "dev-placeholder-root-password", "placeholder-gmail-app-password", "dev-placeholder-download-link-secret-not-for-production")
 # The converter parses hostile media: what it may reach (DNS, AMQP, MongoDB).
 CONVERTER_EGRESS_PORTS = {53, 5672, 27017}
 

@@ -71,6 +71,20 @@ if [[ ! -s $jwt_file ]]; then
   log "generated a JWT secret in $jwt_file"
 fi
 
+# --- download-link key (gateway and notification share it): made once, kept across runs -------
+link_file=$MP3C_DEV_DIR/download_link_secret
+if [[ ! -s $link_file ]]; then
+  (
+    umask 077
+    head -c 48 /dev/urandom | base64 -w0 >"$link_file.tmp"
+    mv -f -- "$link_file.tmp" "$link_file"
+  )
+  log "generated a download-link key in $link_file"
+fi
+link_secret=$(<"$link_file")
+# Signed links in mails and job JSON point at the local gateway, so they work from this machine.
+public_url=http://127.0.0.1:8080
+
 # --- build --------------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then PATH=$HOME/.cargo/bin:$PATH; fi
 if ((build)); then
@@ -103,12 +117,14 @@ done
 start_service() {
   local svc=$1 env_lines vars=()
   env_lines=$("$bin_dir/bench" service-env "$svc" --port "${MP3C_SERVICE_PORT[$svc]}" \
-    --auth-port "${MP3C_SERVICE_PORT[auth]}" --jwt-secret-file "$jwt_file") ||
+    --auth-port "${MP3C_SERVICE_PORT[auth]}" --public-url "$public_url" --jwt-secret-file "$jwt_file") ||
     die "bench service-env $svc failed"
   mapfile -t vars <<<"$env_lines"
   (
     # shellcheck disable=SC2163 # "${vars[@]}" holds NAME=VALUE words, exported as such
     export RUST_LOG="${RUST_LOG:-info}" NO_COLOR="${NO_COLOR:-1}" "${vars[@]}"
+    # The link key signs (gateway) and is put in mails (notification); the others never see it.
+    case $svc in gateway | notification) export DOWNLOAD_LINK_SECRET="$link_secret" ;; esac
     start_bg "$svc" "$bin_dir/$svc" "$bin_dir/$svc"
   )
 }
@@ -187,13 +203,23 @@ mp3converter is up:
   converter     http://127.0.0.1:8081/readyz   log $MP3C_LOG_DIR/converter.log
   notification  http://127.0.0.1:8082/readyz   log $MP3C_LOG_DIR/notification.log
   mail          http://127.0.0.1:1080   (maildev: every mail the notification service sends)
+  web page      $public_url/   (log in as georgio@email.com, password Admin123)
   metrics       http://127.0.0.1:5000/metrics  :8080/metrics  :8081/metrics  :8082/metrics
 ${prometheus_note}
+
 Try the tutorial's flow:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:8080/login -u georgio@email.com:Admin123)
   curl -X POST -F 'file=@$video' -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload
   # a mail "mp3 file_id: <fid> is now ready!" arrives at http://127.0.0.1:1080
   curl --output out.mp3 -X GET -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8080/download?fid=<fid>"
+
+Follow a job (the same upload asking for JSON answers 202 with the job and its Location):
+  JOB=\$(curl -s -X POST -H 'Accept: application/json' -F 'file=@$video' -F bitrate=192k \\
+    -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/upload | sed -n 's/.*"id":"\\([0-9a-f]*\\)".*/\\1/p')
+  curl -N -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB/events   # live: queued, converting + progress, done
+  curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB          # download_url: a signed link, no token needed
+  curl -s -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:8080/jobs?limit=5"        # your jobs, newest first
+  curl -X DELETE -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:8080/jobs/\$JOB    # removes the job, its video and mp3
 
 Stop with scripts/dev-down.sh (--purge also deletes $MP3C_DEV_DIR).
 EOF

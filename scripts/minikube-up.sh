@@ -169,6 +169,11 @@ jwt_secret=$(secret_value auth-secret JWT_SECRET)
 if [[ ${#jwt_secret} -lt 32 || $jwt_secret == dev-placeholder-* ]]; then
   jwt_secret=$(random_hex 48)
 fi
+# Signed download links: one key for the gateway (checks them) and notification (mails them).
+link_secret=$(secret_value gateway-secret DOWNLOAD_LINK_SECRET)
+if [[ ${#link_secret} -lt 32 || $link_secret == dev-placeholder-* ]]; then
+  link_secret=$(random_hex 48)
+fi
 mysql_password=${MYSQL_PASSWORD:-$(secret_value auth-secret MYSQL_PASSWORD)}
 if [[ -z $mysql_password ]]; then
   if $IN_CLUSTER_DB; then
@@ -196,10 +201,10 @@ fi
 
 put_secret rabbitmq-definitions rabbitmq "definitions.json=$definitions" "admin-password=$rabbit_admin_pw"
 put_secret auth-secret auth "MYSQL_PASSWORD=$mysql_password" "JWT_SECRET=$jwt_secret"
-put_secret gateway-secret gateway "AMQP_URL=$(amqp_url gateway)" "${mongo_extra[@]}"
+put_secret gateway-secret gateway "AMQP_URL=$(amqp_url gateway)" "DOWNLOAD_LINK_SECRET=$link_secret" "${mongo_extra[@]}"
 put_secret converter-secret converter "AMQP_URL=$(amqp_url converter)" "${mongo_extra[@]}"
 put_secret notification-secret notification "AMQP_URL=$(amqp_url notification)" "GMAIL_ADDRESS=$gmail_address" \
-  "GMAIL_PASSWORD=$gmail_password" "${mongo_extra[@]}"
+  "GMAIL_PASSWORD=$gmail_password" "DOWNLOAD_LINK_SECRET=$link_secret" "${mongo_extra[@]}"
 
 # The ingress certificate: cert-manager's, or a self-signed one made here (kept while valid).
 if ! $CERT_MANAGER && ! kubectl -n "$NS" get secret mp3converter-tls >/dev/null 2>&1; then

@@ -92,6 +92,7 @@ ID=${NAME//-/_}
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 MYSQL_PW=$(secret)
 JWT=$(secret)
+LINK=$(secret)
 declare -A AMQP_PW=([gateway]=$(secret) [converter]=$(secret) [notification]=$(secret))
 MONGO=${MONGODB_URI:-mongodb://127.0.0.1:27017}
 # The queue names the ConfigMaps give (the overlay keeps them; the vhost isolates them).
@@ -214,10 +215,10 @@ secret_yaml() { # NAME APP KEY=VALUE...
   umask 077
   {
     secret_yaml auth-secret auth "MYSQL_PASSWORD=$MYSQL_PW" "JWT_SECRET=$JWT"
-    secret_yaml gateway-secret gateway "AMQP_URL=$(amqp gateway)"
+    secret_yaml gateway-secret gateway "AMQP_URL=$(amqp gateway)" "DOWNLOAD_LINK_SECRET=$LINK"
     secret_yaml converter-secret converter "AMQP_URL=$(amqp converter)"
     # maildev takes no login (SMTP_AUTH=false): no password.
-    secret_yaml notification-secret notification "AMQP_URL=$(amqp notification)" "GMAIL_ADDRESS=$NAME@mp3converter.local" "GMAIL_PASSWORD="
+    secret_yaml notification-secret notification "AMQP_URL=$(amqp notification)" "GMAIL_ADDRESS=$NAME@mp3converter.local" "GMAIL_PASSWORD=" "DOWNLOAD_LINK_SECRET=$LINK"
   } >"$OVERLAY/secrets.yaml"
 )
 

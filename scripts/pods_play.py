@@ -35,7 +35,7 @@ KNOWN_SECRETS = {
     "Auth123",
     "dev-placeholder-jwt-secret-change-me-not-for-production",
     "dev-placeholder-root-password",
-    "placeholder-gmail-app-password",
+    "placeholder-gmail-app-password", "dev-placeholder-download-link-secret-not-for-production",
 }
 
 

@@ -135,6 +135,19 @@ command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesi
 # The MongoDB fault test stops and restarts a server of its own: SecantusDB, even where the
 # shared server is a real mongod or MONGODB_URI.
 python3 -c 'import secantus' 2>/dev/null || python3 -m pip install --quiet "secantusdb==0.7.0b3"
+# The web page's browser test (crates/testkit/tests/web.rs): Debian's chromium, since Playwright
+# can't download its own browser here, Playwright and axe-core (bundled by axe-playwright-python)
+# from PyPI. Playwright's own driver ships inside its wheel.
+if ! command -v chromium >/dev/null; then
+  log "installing chromium with apt-get (the web page's browser test)"
+  sudo_=()
+  ((EUID == 0)) || sudo_=(sudo)
+  "${sudo_[@]}" apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive "${sudo_[@]}" apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
+    chromium fonts-dejavu-core >/dev/null || die "apt-get install chromium failed"
+fi
+python3 -c 'import playwright, axe_playwright_python' 2>/dev/null ||
+  python3 -m pip install --quiet "playwright==1.65.2" "axe-playwright-python==0.1.8"
 # Two phases: everything else in parallel, then the fault tests (names starting `fault_`) one at
 # a time, since they stop and restart the shared broker, database and mail servers.
 test_status=0

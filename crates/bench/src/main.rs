@@ -66,6 +66,9 @@ enum Command {
         /// Where the gateway finds auth on 127.0.0.1.
         #[arg(long, default_value_t = 5000)]
         auth_port: u16,
+        /// How clients reach the gateway (the base of signed download links).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        public_url: String,
         #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
         amqp_url: String,
         #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017", hide_env_values = true)]
@@ -230,6 +233,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             service,
             port,
             auth_port,
+            public_url,
             amqp_url,
             mongodb_uri,
             jwt_secret_file,
@@ -246,7 +250,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let servers = testkit::Servers { amqp_url, mongo_uri: mongodb_uri, smtp_host: "127.0.0.1".into(), smtp_port: "1025".into() };
             let names = testkit::Names { video_queue, mp3_queue, videos_db, mp3s_db };
             let mysql = testkit::AuthDb::init_sql();
-            let wiring = testkit::Wiring { servers: &servers, names: &names, mysql: &mysql, jwt_secret: &jwt, auth_port };
+            let wiring =
+                testkit::Wiring { servers: &servers, names: &names, mysql: &mysql, jwt_secret: &jwt, auth_port, public_url: &public_url };
             for (k, v) in testkit::ServiceEnv::new(service, port, wiring).vars() {
                 println!("{k}={v}");
             }

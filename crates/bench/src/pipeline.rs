@@ -85,14 +85,14 @@ async fn measure(opts: &Options, stack: &mut Stack) -> anyhow::Result<Report> {
         smtp_port: "1025".into(),
     };
     let jwt = format!("bench-only-jwt-secret-{}-0123456789abcdef", testkit::unique());
-    let auth_port = testkit::free_port();
-    let wiring = Wiring { servers: &servers, names: &stack.names, mysql: &stack.db, jwt_secret: &jwt, auth_port };
+    let (auth_port, gw_port) = (testkit::free_port(), testkit::free_port());
+    let public_url = format!("http://127.0.0.1:{gw_port}");
+    let wiring = Wiring { servers: &servers, names: &stack.names, mysql: &stack.db, jwt_secret: &jwt, auth_port, public_url: &public_url };
     let work = stack.work.clone();
     let spawn = |service: Service, port: u16| {
         let env = ServiceEnv::new(service, port, wiring).set("RUST_LOG", "warn");
         Spawned::start(service.name(), env.command(&release_bin(service.name())), &work.join(format!("{service}.log")), false)
     };
-    let gw_port = testkit::free_port();
     let mut ports = vec![(Service::Auth, auth_port), (Service::Gateway, gw_port)];
     ports.extend([Service::Converter, Service::Notification].map(|s| (s, testkit::free_port())));
     for (service, port) in &ports {

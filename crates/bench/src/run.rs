@@ -294,7 +294,15 @@ impl Bench {
     /// `extra` and `--service-env`; output to `log` (default logs/<service>.log, appended).
     fn spawn(&self, service: Service, port: u16, names: &Names, extra: &[(&str, String)], log: Option<&Path>) -> anyhow::Result<Spawned> {
         let db = self.made.auth_db.as_ref().context("the auth database is made first")?;
-        let wiring = Wiring { servers: &self.servers, names, mysql: db, jwt_secret: &self.jwt, auth_port: self.auth_port };
+        // Download links in the benchmark's mails are never followed: any local address will do.
+        let wiring = Wiring {
+            servers: &self.servers,
+            names,
+            mysql: db,
+            jwt_secret: &self.jwt,
+            auth_port: self.auth_port,
+            public_url: "http://127.0.0.1",
+        };
         let env = ServiceEnv::new(service, port, wiring)
             .extend(extra.iter().map(|(k, v)| (*k, v.clone())))
             .extend(self.opts.service_env.split_whitespace().filter_map(|kv| kv.split_once('=')));

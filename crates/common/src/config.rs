@@ -103,6 +103,27 @@ impl Env {
         self.parse_or(name, default).map(Duration::from_millis)
     }
 
+    /// A duration: a number of seconds, or with a unit `s`, `m`, `h` or `d` (`7d`, `36h`).
+    pub fn duration_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(raw) = self.get(name) else { return Ok(default) };
+        let raw = raw.trim();
+        let (digits, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => raw.split_at(i),
+            None => (raw, "s"),
+        };
+        let scale = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        match digits.parse::<u64>() {
+            Ok(n) if scale > 0 => Ok(Duration::from_secs(n.saturating_mul(scale))),
+            _ => Err(ConfigError::Invalid { name, reason: format!("expected seconds or a number with s, m, h or d (got {raw:?})") }),
+        }
+    }
+
     pub fn bool_or(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name).map(|v| v.trim().to_ascii_lowercase()) {
             None => Ok(default),
@@ -226,6 +247,18 @@ mod tests {
         assert_eq!(r.delay_before(3), Duration::from_millis(200));
         assert_eq!(r.delay_before(5), Duration::from_millis(800));
         assert_eq!(r.delay_before(100), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        let env = Env::from_pairs([("A", "90"), ("B", "7d"), ("C", "36h"), ("D", "5m"), ("E", "7 days"), ("F", "d")]);
+        let d = |n| env.duration_or(n, Duration::ZERO);
+        assert_eq!(d("A").unwrap(), Duration::from_secs(90));
+        assert_eq!(d("B").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(d("C").unwrap(), Duration::from_secs(36 * 3600));
+        assert_eq!(d("D").unwrap(), Duration::from_secs(300));
+        assert!(d("E").is_err() && d("F").is_err());
+        assert_eq!(env.duration_or("G", Duration::from_secs(3)).unwrap(), Duration::from_secs(3));
     }
 
     #[test]

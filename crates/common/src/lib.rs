@@ -11,6 +11,8 @@ pub mod gridfs;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod jobs;
+pub mod links;
 pub mod message;
 pub mod metrics;
 pub mod shutdown;

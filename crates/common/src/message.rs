@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::OutputOptions;
+
 /// `{"video_fid": "...", "mp3_fid": null, "username": "..."}` on the video queue; the converter
 /// fills `mp3_fid` for the mp3 queue. When a job fails for good, the converter sends the same
 /// document with `mp3_fid: null` and `error` set, so the owner is told what went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobMessage {
     pub video_fid: String,
     pub mp3_fid: Option<String>,
@@ -13,11 +15,14 @@ pub struct JobMessage {
     /// Added field: why the conversion failed (absent on success).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Added field: the output options asked for at upload (absent when none were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<OutputOptions>,
 }
 
 impl JobMessage {
     pub fn new_video(video_fid: impl Into<String>, username: impl Into<String>) -> Self {
-        Self { video_fid: video_fid.into(), mp3_fid: None, username: username.into(), error: None }
+        Self { video_fid: video_fid.into(), mp3_fid: None, username: username.into(), error: None, options: None }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -41,18 +46,21 @@ pub enum Failure {
     Unprocessable,
     /// The video was gone when its job ran (its upload was refused after it was stored).
     VideoMissing,
+    /// The cut asked for at upload (`start`) begins after the end of the audio.
+    CutPastEnd,
     /// Anything on our side (a dependency down past the retries, a bug).
     Internal,
 }
 
 impl Failure {
-    const ALL: [Failure; 7] = [
+    const ALL: [Failure; 8] = [
         Failure::NotMedia,
         Failure::NoAudio,
         Failure::BadAudio,
         Failure::TooLong,
         Failure::Unprocessable,
         Failure::VideoMissing,
+        Failure::CutPastEnd,
         Failure::Internal,
     ];
 
@@ -64,6 +72,7 @@ impl Failure {
             Failure::TooLong => "the video took too long to convert; try a shorter or smaller file",
             Failure::Unprocessable => "the file could not be processed (it stopped the converter repeatedly); try another file",
             Failure::VideoMissing => "the uploaded video is no longer stored; please upload it again",
+            Failure::CutPastEnd => "the cut starts after the end of the audio; upload it again with an earlier start",
             Failure::Internal => "an internal error stopped the conversion; please try again later",
         }
     }
@@ -104,5 +113,9 @@ mod tests {
         let m: JobMessage = serde_json::from_slice(orig).unwrap();
         assert_eq!(m.mp3_fid.as_deref(), Some("y"));
         assert_eq!(m.error, None);
+        // Options ride along as one optional field.
+        let with = JobMessage { options: Some(OutputOptions { bitrate: Some("128k".into()), ..Default::default() }), ..m };
+        let v: serde_json::Value = serde_json::from_slice(&with.to_json()).unwrap();
+        assert_eq!(v["options"], serde_json::json!({"bitrate": "128k"}));
     }
 }

@@ -152,6 +152,8 @@ impl Names {
             ("MP3_QUEUE", self.mp3_queue.clone()),
             ("MONGODB_VIDEOS_DB", self.videos_db.clone()),
             ("MONGODB_MP3S_DB", self.mp3s_db.clone()),
+            // A local base URL: the development link key is accepted (Stack sets the real port).
+            ("PUBLIC_URL", "http://127.0.0.1:8080".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -470,7 +472,8 @@ impl Stack {
         let names = Names::new();
         let servers = Servers::from_test_env();
         let (auth_port, gateway_port, converter_health, notification_health) = (free_port(), free_port(), free_port(), free_port());
-        let wiring = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: JWT_SECRET, auth_port };
+        let public_url = format!("http://127.0.0.1:{gateway_port}");
+        let wiring = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: JWT_SECRET, auth_port, public_url: &public_url };
         let spawn = |service: Service, port: u16| {
             let env = ServiceEnv::new(service, port, wiring).extend(extra.iter().copied());
             Proc::spawn(service.name(), env.vars())

@@ -72,6 +72,9 @@ pub struct Wiring<'a> {
     pub jwt_secret: &'a str,
     /// Where the gateway finds auth (127.0.0.1).
     pub auth_port: u16,
+    /// `PUBLIC_URL` of the gateway and the notifier: the base of signed download links (a
+    /// local address, so the built-in development link key is accepted).
+    pub public_url: &'a str,
 }
 
 /// The environment one service binary starts with: built from a [`Wiring`], then adjusted
@@ -86,7 +89,7 @@ pub struct ServiceEnv {
 impl ServiceEnv {
     /// `service` listening (HTTP or health) on `port` of 127.0.0.1.
     pub fn new(service: Service, port: u16, wiring: Wiring<'_>) -> Self {
-        let Wiring { servers, names, mysql, jwt_secret, auth_port } = wiring;
+        let Wiring { servers, names, mysql, jwt_secret, auth_port, public_url } = wiring;
         let mut env = Self { service, vars: Vec::new() };
         env = env.set(service.port_var(), port);
         let broker_and_store = [
@@ -103,7 +106,8 @@ impl ServiceEnv {
                     .set("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"))
                     .extend(broker_and_store)
                     .set("MONGODB_VIDEOS_DB", &names.videos_db)
-                    .set("VIDEO_QUEUE", &names.video_queue);
+                    .set("VIDEO_QUEUE", &names.video_queue)
+                    .set("PUBLIC_URL", public_url);
             }
             Service::Converter => {
                 env = env
@@ -113,7 +117,7 @@ impl ServiceEnv {
                     .set("MP3_QUEUE", &names.mp3_queue);
             }
             Service::Notification => {
-                env = env.extend(broker_and_store).set("MP3_QUEUE", &names.mp3_queue).extend([
+                env = env.extend(broker_and_store).set("MP3_QUEUE", &names.mp3_queue).set("PUBLIC_URL", public_url).extend([
                     ("SMTP_HOST", servers.smtp_host.as_str()),
                     ("SMTP_PORT", servers.smtp_port.as_str()),
                     ("SMTP_TLS", "none"),
@@ -197,7 +201,14 @@ mod tests {
     #[test]
     fn each_service_gets_what_it_reads() {
         let (servers, names, db) = wiring_parts();
-        let w = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: "s3cret", auth_port: 4000 };
+        let w = Wiring {
+            servers: &servers,
+            names: &names,
+            mysql: &db,
+            jwt_secret: "s3cret",
+            auth_port: 4000,
+            public_url: "http://127.0.0.1:4001",
+        };
         let auth = ServiceEnv::new(Service::Auth, 5001, w);
         assert_eq!(auth.get("PORT"), Some("5001"));
         assert_eq!(auth.get("MYSQL_DB"), Some("db1"));
@@ -226,7 +237,7 @@ mod tests {
     #[test]
     fn set_replaces_and_command_clears_the_environment() {
         let (servers, names, db) = wiring_parts();
-        let w = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: "s", auth_port: 1 };
+        let w = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: "s", auth_port: 1, public_url: "http://127.0.0.1:2" };
         let env = ServiceEnv::new(Service::Converter, 1, w).set("HEALTH_PORT", 7).set("CONVERTER_CONCURRENCY", 1);
         assert_eq!(env.port(), 7);
         assert_eq!(env.vars().iter().filter(|(k, _)| k == "HEALTH_PORT").count(), 1);

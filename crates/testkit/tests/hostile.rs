@@ -48,6 +48,11 @@ fn bearer(t: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
 }
 
+/// The web page's session cookie holding `t`.
+fn cookie(t: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("mp3c_session={t}")).unwrap()
+}
+
 fn basic(user: &str, pass: &str) -> HeaderValue {
     use base64::engine::general_purpose::STANDARD;
     HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))).unwrap()
@@ -78,6 +83,17 @@ async fn hostile_http_input_table() {
     stack.user_token(&other, true).await.unwrap();
     let own_mp3 = store_mp3(&stack, &admin, b"ID3 pretend mp3 bytes").await;
     let others_mp3 = store_mp3(&stack, &other, b"ID3 someone else's").await;
+    let others_job = {
+        let client = stack.names.mongo().await;
+        let store = common::jobs::JobStore::new(&client.database(&stack.names.videos_db));
+        let job = common::jobs::JobDoc::queued(common::ids::VideoId::new(ObjectId::new()), &other, "theirs.mkv", Default::default());
+        store.create(&job).await.unwrap();
+        job.id.to_hex()
+    };
+    let media_bytes = std::fs::read(media(Media::Mkv, 1)).unwrap();
+    let with_option = |field: &'static str, value: &'static str| {
+        Body::Form(vec![(field, None, value.as_bytes().to_vec()), ("file", Some("a.mkv"), media_bytes.clone())])
+    };
 
     let auth = |p: &str| format!("http://127.0.0.1:{}{p}", stack.auth_port);
     let gw = |p: &str| stack.gateway_url(p);
@@ -500,6 +516,204 @@ async fn hostile_http_input_table() {
             206,
             Exact("pretend"),
         ),
+        // Jobs (issue 15): owner only, ids checked, links signed, options checked.
+        c("jobs without a token", Method::GET, gw("/jobs"), vec![], Body::None, 401, Exact("missing credentials")),
+        c(
+            "jobs limit too large",
+            Method::GET,
+            gw("/jobs?limit=1000"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: limit"),
+        ),
+        c(
+            "jobs state deleted",
+            Method::GET,
+            gw("/jobs?state=deleted"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: state"),
+        ),
+        c(
+            "jobs forged cursor",
+            Method::GET,
+            gw("/jobs?cursor=1-%24where"),
+            a(&admin_token),
+            Body::None,
+            400,
+            StartsWith("invalid query: cursor"),
+        ),
+        c("jobs operator injection", Method::GET, gw("/jobs?state[$ne]=x"), a(&admin_token), Body::None, 200, StartsWith("{\"jobs\":")),
+        c(
+            "job malformed id",
+            Method::GET,
+            gw("/jobs/%7B%22$gt%22:%22%22%7D"),
+            a(&admin_token),
+            Body::None,
+            400,
+            Exact("invalid job id: expected a 24-character hexadecimal id"),
+        ),
+        c(
+            "job unknown id",
+            Method::GET,
+            gw(&format!("/jobs/{}", ObjectId::new())),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c("someone else's job", Method::GET, gw(&format!("/jobs/{others_job}")), a(&admin_token), Body::None, 404, Exact("job not found")),
+        c(
+            "follow someone else's job",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/events")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c(
+            "delete someone else's job",
+            Method::DELETE,
+            gw(&format!("/jobs/{others_job}")),
+            a(&admin_token),
+            Body::None,
+            404,
+            Exact("job not found"),
+        ),
+        c("job with PUT", Method::PUT, gw(&format!("/jobs/{others_job}")), a(&admin_token), Body::None, 405, Exact("")),
+        c(
+            "job link without signature",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "job link forged signature",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download?expires=99999999999&sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "job link negative expiry",
+            Method::GET,
+            gw(&format!("/jobs/{others_job}/download?expires=-1&sig=%00")),
+            vec![],
+            Body::None,
+            403,
+            Exact("invalid download link: it was altered or is incomplete"),
+        ),
+        c(
+            "upload bitrate out of range",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("bitrate", "1000k"),
+            400,
+            StartsWith("invalid bitrate: "),
+        ),
+        c(
+            "upload quality injection",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("quality", "9; rm -rf /"),
+            400,
+            StartsWith("invalid quality: "),
+        ),
+        c(
+            "upload start exponent",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("start", "1e400"),
+            400,
+            StartsWith("invalid start: "),
+        ),
+        c(
+            "upload end as ffmpeg option",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            with_option("end", "-i /etc/passwd"),
+            400,
+            StartsWith("invalid end: "),
+        ),
+        c(
+            "upload huge option value",
+            Method::POST,
+            gw("/upload"),
+            a(&admin_token),
+            Body::Form(vec![("start", None, vec![b'1'; 1 << 20]), ("file", Some("a.mkv"), media_bytes.clone())]),
+            400,
+            Exact("invalid start: value too long"),
+        ),
+        // The web page's session cookie (issue 11): accepted like the Bearer header, but a state
+        // change made with it must come from the gateway's own pages.
+        c(
+            "cookie delete from another site",
+            Method::DELETE,
+            gw(&format!("/jobs/{others_job}")),
+            vec![("cookie", cookie(&admin_token)), ("origin", HeaderValue::from_static("http://evil.example"))],
+            Body::None,
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie upload without origin",
+            Method::POST,
+            gw("/upload"),
+            vec![("cookie", cookie(&admin_token))],
+            Body::Form(vec![("file", Some("a.mkv"), media_bytes.clone())]),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie upload from a sibling site",
+            Method::POST,
+            gw("/upload"),
+            vec![("cookie", cookie(&admin_token)), ("sec-fetch-site", HeaderValue::from_static("same-site"))],
+            Body::Form(vec![("file", Some("a.mkv"), media_bytes.clone())]),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "cookie forged token",
+            Method::GET,
+            gw("/jobs"),
+            vec![("cookie", HeaderValue::from_static("mp3c_session=forged.token.value"))],
+            Body::None,
+            403,
+            Exact("not authorized"),
+        ),
+        c(
+            "page login from another site",
+            Method::POST,
+            gw("/session"),
+            vec![("sec-fetch-site", HeaderValue::from_static("cross-site"))],
+            Body::Raw("application/x-www-form-urlencoded", b"email=a%40b.c&password=x".to_vec()),
+            403,
+            Exact("cross-site request refused"),
+        ),
+        c(
+            "page login as JSON",
+            Method::POST,
+            gw("/session"),
+            vec![("sec-fetch-site", HeaderValue::from_static("same-origin"))],
+            Body::Raw("application/json", br#"{"email":"a@b.c","password":"x"}"#.to_vec()),
+            400,
+            StartsWith("<!doctype html>"),
+        ),
+        c("page logout from another site", Method::POST, gw("/logout"), vec![], Body::None, 403, Exact("cross-site request refused")),
+        c("static path traversal", Method::GET, gw("/static/..%2f..%2fCargo.toml"), vec![], Body::None, 404, Exact("file not found")),
         c("gateway unknown route", Method::GET, gw("/../../etc/passwd"), vec![], Body::None, 404, Exact("")),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());

@@ -36,7 +36,7 @@ fn fill_secrets(env: &mut [(String, String)]) {
     // Only the Secrets' keys: an empty ConfigMap value (OTEL_EXPORTER_OTLP_ENDPOINT) means "off".
     for (k, v) in env.iter_mut().filter(|(_, v)| v.is_empty()) {
         *v = match k.as_str() {
-            "JWT_SECRET" => format!("manifests-test-{}", uuid_like()),
+            "JWT_SECRET" | "DOWNLOAD_LINK_SECRET" => format!("manifests-test-{}", uuid_like()),
             // dev-seed.sql's development password of auth_user (the test applies it).
             "MYSQL_PASSWORD" => "Auth123".to_owned(),
             "AMQP_URL" => testkit::amqp_url(),

@@ -138,3 +138,9 @@ async fn a_full_video_queue_answers_503_with_retry_after_and_loses_nothing_accep
     }
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
+
+/// Jobs (issue 15) through the four running binaries: state and progress events of a real
+/// conversion, output options checked with ffprobe, the signed link in the mail, and delete
+/// before and during conversion.
+#[path = "pipeline/jobs.rs"]
+mod jobs;

@@ -13,9 +13,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::ffi::OsString;
+
+use common::jobs::OutputOptions;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
+use tokio::sync::watch;
 
 /// The demuxers allowed to read an upload: real media containers that hold their media
 /// themselves. ffmpeg matches each name against a demuxer's comma-separated names, so `mov`
@@ -190,20 +194,89 @@ pub async fn probe(ffprobe: &Path, input: &Path, timeout: Duration) -> Result<Pr
 
 /// The ffmpeg arguments: the first audio track only (video, subtitles and data are not even
 /// decoded), MP3 via libmp3lame at VBR quality 4 (~165 kb/s, transparent for speech and most
-/// music, and lame's fastest good setting) or a plain stream copy when the audio already is MP3.
-pub fn convert_args(input: &Path, output: &Path, copy: bool) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"].into_iter().map(Into::into).collect();
+/// music, and lame's fastest good setting) unless the owner asked for a bitrate or quality, or a
+/// plain stream copy when the audio already is MP3 and nothing asks for a re-encode. A cut seeks
+/// the input (`-ss` before `-i`, exact for audio) and bounds the output's length (`-t`).
+/// With `progress`, ffmpeg reports its position on stdout (`-progress pipe:1`).
+pub fn convert_args(input: &Path, output: &Path, copy: bool, options: &OutputOptions, progress: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"].iter().map(OsString::from).collect();
+    if let Some(start) = options.start.filter(|s| *s > 0.0) {
+        args.extend(["-ss".into(), format!("{start:.3}").into()]);
+    }
     args.extend(input_args(input));
-    let codec: &[&str] = if copy { &["-c:a", "copy"] } else { &["-c:a", "libmp3lame", "-q:a", "4"] };
-    args.extend(["-map", "0:a:0", "-vn", "-sn", "-dn"].iter().chain(codec).chain(&["-f", "mp3"]).map(Into::into));
-    args.push(output.as_os_str().into());
+    for a in ["-map", "0:a:0", "-vn", "-sn", "-dn"] {
+        args.push(a.into());
+    }
+    if let Some(end) = options.end {
+        let length = end - options.start.unwrap_or(0.0);
+        args.extend(["-t".into(), format!("{length:.3}").into()]);
+    }
+    let codec: Vec<String> = match (&options.bitrate, options.quality) {
+        _ if copy => vec!["-c:a".into(), "copy".into()],
+        (Some(b), _) => vec!["-c:a".into(), "libmp3lame".into(), "-b:a".into(), b.clone()],
+        (None, Some(q)) => vec!["-c:a".into(), "libmp3lame".into(), "-q:a".into(), q.to_string()],
+        (None, None) => vec!["-c:a".into(), "libmp3lame".into(), "-q:a".into(), "4".into()],
+    };
+    args.extend(codec.into_iter().map(OsString::from));
+    if progress {
+        args.extend(["-progress", "pipe:1", "-nostats"].map(OsString::from));
+    }
+    args.extend(["-f".into(), "mp3".into(), output.as_os_str().to_owned()]);
     args
 }
 
-pub async fn convert(ffmpeg: &Path, input: &Path, output: &Path, copy: bool, timeout: Duration) -> Result<(), FfError> {
-    let args = convert_args(input, output, copy);
-    let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    run(ffmpeg, &args, timeout).await.map(|_| ())
+/// Runs ffmpeg; with `progress`, sends the output position (seconds) as ffmpeg reports it
+/// (about twice a second).
+pub async fn convert(
+    ffmpeg: &Path,
+    input: &Path,
+    output: &Path,
+    copy: bool,
+    options: &OutputOptions,
+    progress: Option<watch::Sender<f64>>,
+    timeout: Duration,
+) -> Result<(), FfError> {
+    let args = convert_args(input, output, copy, options, progress.is_some());
+    let Some(progress) = progress else {
+        let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        return run(ffmpeg, &refs, timeout).await.map(|_| ());
+    };
+    let name = ffmpeg.display().to_string();
+    let io_error = |e: std::io::Error| FfError::Io { program: name.clone(), source: e };
+    let mut child = Command::new(ffmpeg)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => FfError::NotFound { program: name.clone() },
+            _ => FfError::Io { program: name.clone(), source: e },
+        })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let report = async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            // `out_time_us` is the position in microseconds (`N/A` before the first frame).
+            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
+                progress.send_replace(us.max(0) as f64 / 1e6);
+            }
+        }
+    };
+    let errors = async move { read_tail(stderr, STDERR_TAIL).await.unwrap_or_default() };
+    let work = async {
+        let (_, stderr, status) = tokio::join!(report, errors, child.wait());
+        (stderr, status)
+    };
+    let (stderr, status) =
+        tokio::time::timeout(timeout, work).await.map_err(|_| FfError::TimedOut { program: name.clone(), after: timeout })?;
+    let status = status.map_err(io_error)?;
+    if !status.success() {
+        return Err(FfError::Failed { program: name, status, stderr: tail(&stderr) });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,17 +285,27 @@ mod tests {
 
     #[test]
     fn args_select_first_audio_track() {
-        let a = convert_args(Path::new("/t/in"), Path::new("/t/out.mp3"), false);
-        let s: Vec<_> = a.iter().map(|x| x.to_str().unwrap()).collect();
+        let joined = |a: Vec<OsString>| a.iter().map(|x| x.to_str().unwrap().to_owned()).collect::<Vec<_>>().join(" ");
+        let none = OutputOptions::default();
         assert_eq!(
-            s.join(" "),
+            joined(convert_args(Path::new("/t/in"), Path::new("/t/out.mp3"), false, &none, false)),
             format!(
                 "-nostdin -hide_banner -loglevel error -y -protocol_whitelist file -format_whitelist {INPUT_FORMATS} -i file:/t/in \
                  -map 0:a:0 -vn -sn -dn -c:a libmp3lame -q:a 4 -f mp3 /t/out.mp3"
             )
         );
-        let c = convert_args(Path::new("in"), Path::new("out"), true);
+        let c = convert_args(Path::new("in"), Path::new("out"), true, &none, false);
         assert!(c.iter().any(|x| *x == "copy"));
+        let cut = OutputOptions { bitrate: Some("128k".into()), start: Some(1.5), end: Some(4.0), ..Default::default() };
+        assert_eq!(
+            joined(convert_args(Path::new("in"), Path::new("out"), false, &cut, true)),
+            format!(
+                "-nostdin -hide_banner -loglevel error -y -ss 1.500 -protocol_whitelist file -format_whitelist {INPUT_FORMATS} -i file:in \
+                 -map 0:a:0 -vn -sn -dn -t 2.500 -c:a libmp3lame -b:a 128k -progress pipe:1 -nostats -f mp3 out"
+            )
+        );
+        let q = OutputOptions { quality: Some(7), end: Some(3.0), ..Default::default() };
+        assert!(joined(convert_args(Path::new("in"), Path::new("out"), false, &q, false)).contains("-t 3.000 -c:a libmp3lame -q:a 7"));
     }
 
     #[test]

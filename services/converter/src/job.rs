@@ -3,18 +3,21 @@
 //! exactly one mp3.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use common::amqp::Publisher;
 use common::consumer::{self, Handler, Job, Outcome};
 use common::gridfs::{self, UploadError};
 use common::ids::{Mp3Id, VideoId};
+use common::jobs::{JobState, JobStore, OutputOptions, Tracked};
 use common::message::{Failure, JobMessage};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tracing::{info, instrument};
 
 use crate::config::Config;
@@ -28,6 +31,88 @@ pub struct Converter {
     pub videos: Database,
     pub mp3s: Database,
     pub publisher: Arc<Publisher>,
+    /// The jobs the gateway created for each upload (state, progress, cancellation).
+    pub jobs: JobStore,
+}
+
+/// How often a converting job's progress is written (and its cancellation looked for).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Without a progress change to write, every this many ticks the job is read to see whether it
+/// was deleted (a read is cheaper than a write).
+const CANCEL_CHECK_TICKS: u32 = 3;
+
+/// Why a tracked conversion stopped early.
+#[derive(Debug)]
+struct Cancelled;
+
+/// Reports a converting job's progress, throttled to one write per `PROGRESS_EVERY` (and only
+/// when the whole percentage changed), and notices when the job was deleted.
+struct Tracker<'a> {
+    jobs: &'a JobStore,
+    video: VideoId,
+    position: watch::Receiver<f64>,
+    /// Seconds of audio the output will have (the probed duration, cut as asked).
+    length: Option<f64>,
+    written: i32,
+    idle_ticks: u32,
+    /// MongoDB writes made for this job (state changes and progress).
+    writes: u32,
+}
+
+impl Tracker<'_> {
+    async fn tick(&mut self) -> Result<(), Cancelled> {
+        let percent = self.length.map(|len| ((*self.position.borrow() / len) * 100.0).floor().clamp(0.0, 99.0) as i32);
+        let state = match percent {
+            Some(p) if p != self.written => {
+                self.written = p;
+                self.idle_ticks = 0;
+                self.writes += 1;
+                self.jobs.set_progress(self.video, p).await.map(|t| t == Tracked::Cancelled)
+            }
+            _ => {
+                self.idle_ticks += 1;
+                if self.idle_ticks < CANCEL_CHECK_TICKS {
+                    return Ok(());
+                }
+                self.idle_ticks = 0;
+                self.jobs.get(self.video).await.map(|j| j.is_some_and(|j| j.state == JobState::Deleted))
+            }
+        };
+        match state {
+            Ok(true) => Err(Cancelled),
+            Ok(false) => Ok(()),
+            // MongoDB hiccups don't stop a conversion; progress resumes with the next tick.
+            Err(e) => {
+                tracing::debug!(error.cause_chain = ?e, "progress update failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `work` while ticking; a deleted job drops `work` (killing its ffmpeg).
+    async fn supervise<F: std::future::Future>(&mut self, work: F) -> Result<F::Output, Cancelled> {
+        let mut work = std::pin::pin!(work);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = ticks.tick() => self.tick().await?,
+            }
+        }
+    }
+}
+
+/// Runs `work` under the tracker when the job is tracked.
+async fn tracked<F: std::future::Future>(tracker: &mut Option<Tracker<'_>>, work: F) -> Result<F::Output, Outcome> {
+    match tracker {
+        Some(t) => t.supervise(work).await.map_err(|Cancelled| {
+            info!("job deleted while converting: ffmpeg stopped, nothing stored");
+            Outcome::Done
+        }),
+        None => Ok(work.await),
+    }
 }
 
 impl Converter {
@@ -42,13 +127,21 @@ impl Converter {
         Ok(())
     }
 
+    async fn remove_mp3(&self, mp3: Mp3Id) {
+        if let Err(e) = gridfs::bucket(&self.mp3s).delete(mongodb::bson::Bson::ObjectId(mp3.oid())).await {
+            tracing::warn!(error.cause_chain = ?e, mp3_fid = %mp3, "failed to remove the mp3 of a deleted job");
+        }
+    }
+
     async fn existing_mp3(&self, video: VideoId) -> anyhow::Result<Option<Mp3Id>> {
         let found = gridfs::find_file(&self.mp3s, doc! {VIDEO_FIELD: video.to_string()}).await?;
         Ok(found.and_then(|f| f.id.as_object_id()).map(Mp3Id::new))
     }
 
+    /// Converts the video; `track` says whether it has a job to report to. `Err(Outcome::Done)`
+    /// means the job was deleted meanwhile: nothing is stored or announced.
     #[instrument(skip_all, fields(video_fid = %video))]
-    async fn convert(&self, video: VideoId, username: &str) -> Result<Mp3Id, Outcome> {
+    async fn convert(&self, video: VideoId, username: &str, options: &OutputOptions, track: bool) -> Result<Mp3Id, Outcome> {
         // The cause goes to the log only; the reason (also the dead-letter header once the
         // retries run out) names what failed, without driver or OS text.
         let retry = |what: &str, e: anyhow::Error| {
@@ -91,16 +184,22 @@ impl Converter {
         // is MP3, or that there is nothing to convert, the encode is dropped (and its ffmpeg
         // killed: kill_on_drop).
         let reencoded = dir.path().join("reencoded.mp3");
+        let (position_tx, position) = watch::channel(0.0);
+        let mut tracker = track.then(|| Tracker { jobs: &self.jobs, video, position, length: None, written: 0, idle_ticks: 0, writes: 1 });
         // Boxed, not pinned on the stack, so that it can be dropped before the stream copy.
-        let mut encode = Box::pin(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, timeout));
+        let mut encode =
+            Box::pin(ffmpeg::convert(&self.config.ffmpeg, &input, &reencoded, false, options, track.then(|| position_tx.clone()), timeout));
         let mut probe = std::pin::pin!(ffmpeg::probe(&self.config.ffprobe, &input, timeout));
         let mut encoded = None;
-        let probe = loop {
-            tokio::select! {
-                p = &mut probe => break p,
-                e = &mut encode, if encoded.is_none() => encoded = Some(e),
+        let probe = tracked(&mut tracker, async {
+            loop {
+                tokio::select! {
+                    p = &mut probe => break p,
+                    e = &mut encode, if encoded.is_none() => encoded = Some(e),
+                }
             }
-        };
+        })
+        .await?;
         let probe = match probe {
             Ok(p) => p,
             Err(e @ (FfError::Failed { .. } | FfError::BadProbe(_) | FfError::TooMuchOutput { .. })) => {
@@ -117,18 +216,37 @@ impl Converter {
         let Some(codec) = probe.audio_codec else {
             return Err(fail(Failure::NoAudio));
         };
-        let copy = codec == "mp3";
+        if let (Some(start), Some(duration)) = (options.start, probe.audio_seconds) {
+            if start >= duration {
+                tracing::info!(start, duration, "the cut starts past the end of the audio");
+                return Err(fail(Failure::CutPastEnd));
+            }
+        }
+        if let (Some(t), Some(duration)) = (tracker.as_mut(), probe.audio_seconds) {
+            let length = options.end.unwrap_or(duration).min(duration) - options.start.unwrap_or(0.0);
+            t.length = Some(length.max(0.001));
+            t.writes += 1;
+            if let Ok(Tracked::Cancelled) = self.jobs.set_duration(video, duration).await {
+                info!("job deleted while converting: nothing stored");
+                return Err(Outcome::Done);
+            }
+        }
+        let copy = codec == "mp3" && !options.requires_reencode();
         let (result, output) = if copy {
             drop(encode);
             let copied = dir.path().join("copied.mp3");
-            (ffmpeg::convert(&self.config.ffmpeg, &input, &copied, true, timeout).await, copied)
+            let progress = track.then(|| position_tx.clone());
+            (tracked(&mut tracker, ffmpeg::convert(&self.config.ffmpeg, &input, &copied, true, options, progress, timeout)).await?, copied)
         } else {
             let result = match encoded {
                 Some(done) => done,
-                None => encode.await,
+                None => tracked(&mut tracker, encode).await?,
             };
             (result, reencoded.clone())
         };
+        if let Some(t) = &tracker {
+            info!(progress_writes = t.writes, "conversion finished");
+        }
         match result {
             Ok(()) => {}
             Err(e @ FfError::Failed { .. }) => {
@@ -141,6 +259,10 @@ impl Converter {
                 return Err(fail(Failure::TooLong));
             }
             Err(e) => return Err(retry("ffmpeg did not finish", e.into())),
+        }
+        if track && matches!(self.jobs.get(video).await, Ok(Some(j)) if j.state == JobState::Deleted) {
+            info!("job deleted while converting: nothing stored");
+            return Err(Outcome::Done);
         }
 
         let mp3 = tokio::fs::File::open(&output).await.map_err(|e| retry("cannot read the mp3", e.into()))?;
@@ -178,10 +300,35 @@ impl Handler for Converter {
         let Ok(video) = msg.video_fid.parse::<VideoId>() else {
             return Outcome::Fail(format!("malformed message: video_fid {:?} is not an id", msg.video_fid));
         };
+        // A job still queued or converting is tracked; one already done or failed (a
+        // redelivery after a crash) and a video without a job go the idempotent way: the mp3
+        // made before is found and announced again.
+        let track = match self.jobs.get(video).await {
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, "cannot read the job");
+                return Outcome::Retry("MongoDB unavailable".into());
+            }
+            Ok(Some(job)) if job.state == JobState::Deleted => {
+                info!(video_fid = %video, "job deleted before its conversion; nothing to do");
+                return Outcome::Done;
+            }
+            Ok(Some(job)) if matches!(job.state, JobState::Queued | JobState::Converting) => {
+                match self.jobs.start_converting(video).await {
+                    Ok(Tracked::Updated) => true,
+                    Ok(_) => return Outcome::Retry("the job changed while starting; looking again".into()),
+                    Err(e) => {
+                        tracing::warn!(error.cause_chain = ?e, "cannot start the job");
+                        return Outcome::Retry("MongoDB unavailable".into());
+                    }
+                }
+            }
+            Ok(_) => false,
+        };
+        let options = msg.options.clone().unwrap_or_default();
         // One deadline for the whole job (GridFS reads and writes included), under the
         // broker's consumer timeout; dropping the job kills its ffmpeg.
         let deadline = self.config.job_deadline;
-        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.username)).await {
+        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.username, &options, track)).await {
             Ok(Ok(mp3)) => mp3,
             Ok(Err(outcome)) => return outcome,
             Err(_) => {
@@ -189,6 +336,19 @@ impl Handler for Converter {
                 return Outcome::Fail(Failure::TooLong.user_text().to_owned());
             }
         };
+        if track {
+            match self.jobs.finish_done(video, mp3).await {
+                Ok(Tracked::Cancelled) => {
+                    // Deleted at the last moment: the gateway removes mp3s made from the video,
+                    // and so do we; no "ready" mail.
+                    self.remove_mp3(mp3).await;
+                    info!(video_fid = %video, "job deleted as its mp3 was stored; mp3 removed");
+                    return Outcome::Done;
+                }
+                Ok(_) => {}
+                Err(e) => return Outcome::Retry(format!("failed to record the finished job: {e:#}")),
+            }
+        }
         let done = JobMessage { mp3_fid: Some(mp3.to_string()), error: None, ..msg };
         match self.publisher.publish(&self.config.mp3_queue, &done.to_json(), Default::default()).await {
             Ok(()) => Outcome::Done,
@@ -209,6 +369,15 @@ impl Handler for Converter {
         } else {
             Failure::from_text(reason)
         };
+        if let Ok(video) = msg.video_fid.parse::<VideoId>() {
+            if let Some(existing) = self.jobs.get(video).await? {
+                if existing.state == JobState::Deleted {
+                    // Its owner deleted it: nobody to tell.
+                    return Ok(());
+                }
+                self.jobs.finish_failed(video, failure.user_text()).await?;
+            }
+        }
         let notice = JobMessage { mp3_fid: None, error: Some(failure.user_text().to_owned()), ..msg };
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }

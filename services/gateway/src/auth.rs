@@ -13,6 +13,7 @@ use tracing::instrument;
 
 use crate::error::GatewayError;
 use crate::startup::AppState;
+use crate::web::session;
 
 /// The caller, as the auth service vouches for them.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ impl AuthUser {
     }
 }
 
-fn unavailable(e: reqwest::Error) -> GatewayError {
+pub(crate) fn unavailable(e: reqwest::Error) -> GatewayError {
     GatewayError::Unavailable(anyhow::Error::new(e).context("auth service unavailable"))
 }
 
@@ -37,11 +38,20 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(GatewayError::Auth { status: StatusCode::UNAUTHORIZED, body: "missing credentials".into() });
+        let missing = || GatewayError::Auth { status: StatusCode::UNAUTHORIZED, body: "missing credentials".into() };
+        // The API's clients send the header; the web page's browser sends its session cookie.
+        let authorization = match parts.headers.get(header::AUTHORIZATION) {
+            Some(v) => v.clone(),
+            None => {
+                let token = session::token(&parts.headers).ok_or_else(missing)?;
+                if !parts.method.is_safe() && !session::same_origin(&parts.headers, &parts.uri, &state.web.public_url) {
+                    return Err(GatewayError::CrossSite);
+                }
+                session::bearer(&token).ok_or_else(missing)?
+            }
         };
         let resp = common::trace::inject(state.http.post(format!("{}/validate", state.auth_url)))
-            .header(header::AUTHORIZATION, authorization.clone())
+            .header(header::AUTHORIZATION, authorization)
             .send()
             .await
             .map_err(unavailable)?;

@@ -2,13 +2,15 @@
 //! interrupted downloads resume and players can seek.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use common::gridfs;
 use common::ids::Mp3Id;
+use common::jobs::JobState;
 use futures_util::TryStreamExt;
 use mongodb::bson::doc;
+use mongodb::gridfs::FilesCollectionDocument;
 use serde::Deserialize;
 use tracing::instrument;
 
@@ -39,8 +41,44 @@ pub async fn download(
         .await
         .map_err(from_mongo)?
         .ok_or(GatewayError::NotFound)?;
+    serve_mp3(&state, &file, &fid.to_string(), &headers)
+}
+
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    expires: Option<String>,
+    sig: Option<String>,
+}
+
+/// `GET /jobs/<id>/download?expires=&sig=`: the job's mp3 through a signed link, without a
+/// token (mail clients, `<audio>` elements). Ranges as for `/download`.
+#[instrument(skip_all, fields(job))]
+pub async fn by_link(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    query: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let id = crate::jobs::parse_id(&raw)?;
+    tracing::Span::current().record("job", tracing::field::display(id));
+    let (expires, sig) = query.map(|Query(q)| (q.expires, q.sig)).unwrap_or_default();
+    state.links.verify(id, expires.as_deref(), sig.as_deref()).map_err(GatewayError::BadLink)?;
+    let job = state.jobs.get(id).await.map_err(from_mongo)?.ok_or(GatewayError::NotFound)?;
+    let mp3 = match job.state {
+        JobState::Done => job.mp3().ok_or(GatewayError::NotFound)?,
+        JobState::Expired => {
+            return Err(GatewayError::Gone("this mp3 was deleted at the end of its retention period; upload the video again".into()))
+        }
+        _ => return Err(GatewayError::NotFound),
+    };
+    let file = gridfs::find_file(&state.mp3s, doc! {"_id": mp3.oid()}).await.map_err(from_mongo)?.ok_or(GatewayError::NotFound)?;
+    serve_mp3(&state, &file, &mp3.to_string(), &headers)
+}
+
+/// Streams an mp3 (whole, or the one range asked for) as `<name>.mp3`.
+fn serve_mp3(state: &AppState, file: &FilesCollectionDocument, name: &str, headers: &HeaderMap) -> Result<Response, GatewayError> {
     let length = file.length;
-    let etag = format!("\"{fid}-{length}\"");
+    let etag = format!("\"{name}-{length}\"");
 
     let if_range_ok = headers.get(header::IF_RANGE).map(|v| v.to_str().is_ok_and(|v| v == etag)).unwrap_or(true);
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -52,7 +90,7 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "audio/mpeg")
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{fid}.mp3\""));
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.mp3\""));
     let (status, start, end) = match range {
         Some((start, end)) => {
             resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{length}"));
@@ -65,7 +103,7 @@ pub async fn download(
     } else {
         // Counted as the chunks go out, so an interrupted download counts what was sent.
         let sent = metrics::counter!(common::metrics::DOWNLOAD_BYTES);
-        Body::from_stream(gridfs::read_range(&state.mp3s, &file, start, end).inspect_ok(move |chunk| sent.increment(chunk.len() as u64)))
+        Body::from_stream(gridfs::read_range(&state.mp3s, file, start, end).inspect_ok(move |chunk| sent.increment(chunk.len() as u64)))
     };
     let content_length = if length == 0 { 0 } else { end - start + 1 };
     resp.status(status)

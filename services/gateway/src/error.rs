@@ -10,6 +10,10 @@ pub enum GatewayError {
     Auth { status: StatusCode, body: String },
     #[error("not authorized")]
     NotAuthorized,
+    /// A state-changing request carried the session cookie but came from another site (or could
+    /// not show it did not): refused so another page can't act with the user's session.
+    #[error("cross-site request refused")]
+    CrossSite,
     #[error("exactly 1 file required")]
     ExactlyOneFile,
     #[error("malformed multipart body: {0}")]
@@ -34,6 +38,21 @@ pub enum GatewayError {
     Busy,
     #[error("unsupported file type: upload an audio or video file")]
     UnsupportedMedia,
+    #[error("invalid job id: expected a 24-character hexadecimal id")]
+    InvalidJobId,
+    #[error("job not found")]
+    JobNotFound,
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// An upload's output option (multipart text field) is not acceptable.
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: &'static str, reason: String },
+    /// A signed download link that was altered or is incomplete.
+    #[error("{0}")]
+    BadLink(common::links::LinkError),
+    /// Gone for good: an expired link, or an mp3 removed after its retention period.
+    #[error("{0}")]
+    Gone(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { length: u64 },
     /// A dependency (auth, MongoDB, RabbitMQ) did not answer in time.
@@ -51,10 +70,16 @@ impl GatewayError {
             GatewayError::Auth { status, .. } if *status == StatusCode::FORBIDDEN => "forbidden",
             GatewayError::Auth { .. } => "auth_refused",
             GatewayError::NotAuthorized => "not_admin",
+            GatewayError::CrossSite => "cross_site",
             GatewayError::ExactlyOneFile => "not_one_file",
             GatewayError::BadMultipart(_) => "bad_multipart",
             GatewayError::FidRequired | GatewayError::InvalidFid => "bad_fid",
-            GatewayError::NotFound => "not_found",
+            GatewayError::NotFound | GatewayError::JobNotFound => "not_found",
+            GatewayError::InvalidJobId => "bad_job_id",
+            GatewayError::InvalidQuery(_) => "bad_query",
+            GatewayError::InvalidOption { .. } => "bad_option",
+            GatewayError::BadLink(_) => "bad_link",
+            GatewayError::Gone(_) => "gone",
             GatewayError::TooLarge { .. } => "too_large",
             GatewayError::TooManyParts { .. } => "too_many_parts",
             GatewayError::FieldTooLarge { .. } => "field_too_large",
@@ -76,15 +101,21 @@ impl IntoResponse for GatewayError {
         let status = match &self {
             GatewayError::Auth { status, .. } => *status,
             GatewayError::NotAuthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::ExactlyOneFile
             | GatewayError::BadMultipart(_)
             | GatewayError::TooManyParts { .. }
             | GatewayError::FidRequired
-            | GatewayError::InvalidFid => StatusCode::BAD_REQUEST,
+            | GatewayError::InvalidFid
+            | GatewayError::InvalidJobId
+            | GatewayError::InvalidQuery(_)
+            | GatewayError::InvalidOption { .. } => StatusCode::BAD_REQUEST,
             GatewayError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Quota { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound | GatewayError::JobNotFound => StatusCode::NOT_FOUND,
+            GatewayError::BadLink(common::links::LinkError::Expired) | GatewayError::Gone(_) => StatusCode::GONE,
+            GatewayError::BadLink(common::links::LinkError::Tampered) => StatusCode::FORBIDDEN,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -6,11 +6,13 @@ pub mod auth;
 pub mod config;
 pub mod download;
 pub mod error;
+pub mod jobs;
 pub mod outbox;
 pub mod quota;
 pub mod sniff;
 pub mod startup;
 pub mod upload;
+pub mod web;
 
 pub use config::Config;
 pub use startup::{AppState, Application};

@@ -10,12 +10,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use common::amqp::Publisher;
 use common::gridfs;
+use common::jobs::JobStore;
+use common::links::LinkSigner;
 use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Quotas};
-use crate::{auth, download, outbox, quota, upload};
+use crate::jobs::events::JobEvents;
+use crate::{auth, download, jobs, outbox, quota, upload, web};
 
 /// Clients and settings shared by every handler (cheap to clone).
 #[derive(Clone)]
@@ -32,6 +35,14 @@ pub struct AppState {
     /// One permit per upload streaming on this replica (`MAX_CONCURRENT_UPLOADS`).
     pub upload_permits: Arc<tokio::sync::Semaphore>,
     pub quotas: Quotas,
+    /// The jobs collection (state of every upload).
+    pub jobs: JobStore,
+    /// Makes and checks signed download links.
+    pub links: LinkSigner,
+    /// This process's fan-out of job changes to event streams.
+    pub events: Arc<JobEvents>,
+    /// The web page's assets and settings.
+    pub web: Arc<web::Web>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(common::health::healthz))
         .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
+        .merge(jobs::router())
+        .merge(web::router(&state))
         .with_state(state)
 }
 
@@ -76,10 +89,14 @@ impl Application {
         let mongo = gridfs::client(&config.mongo, config.dependency_timeout, config.mongo_pool_max).await?;
         let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout)
             .with_max_length(&config.video_queue, config.video_queue_max_length);
+        let videos = mongo.database(&config.videos_db);
         let state = AppState {
+            jobs: JobStore::new(&videos),
+            links: LinkSigner::new(config.link_secret.clone(), &config.public_url, config.link_ttl),
+            events: Arc::new(JobEvents::new(config.sse_heartbeat, CancellationToken::new())),
             http,
             auth_url: format!("http://{}", config.auth_address),
-            videos: mongo.database(&config.videos_db),
+            videos,
             mp3s: mongo.database(&config.mp3s_db),
             publisher: Arc::new(publisher),
             video_queue: config.video_queue.clone(),
@@ -87,6 +104,7 @@ impl Application {
             trusted_proxy_hops: config.trusted_proxy_hops,
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             quotas: config.quotas.clone(),
+            web: Arc::new(web::Web::new(&config)),
         };
         Ok(Self { listener, state, config })
     }
@@ -104,13 +122,36 @@ impl Application {
         if let Err(e) = self.state.publisher.ensure_connected().await {
             tracing::warn!(error.cause_chain = ?e, "RabbitMQ not reachable yet; will connect on first upload");
         }
+        if let Err(e) = self.state.jobs.ensure_indexes().await {
+            tracing::warn!(error.cause_chain = ?e, "could not create the jobs indexes now; queries still work without them");
+        }
         let sweep =
             tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
         let quota_state = self.state.clone();
         tokio::spawn(async move { quota::ensure_index(&quota_state).await });
+        let c = &self.config;
+        let retention = tokio::spawn(jobs::retention::run(
+            self.state.clone(),
+            c.retention_interval,
+            c.video_retention,
+            c.mp3_retention,
+            shutdown.clone(),
+        ));
+        let poller =
+            tokio::spawn(jobs::events::run_poller(self.state.jobs.clone(), self.state.events.clone(), c.job_events_poll, shutdown.clone()));
+        // Event streams never end by themselves: close them when shutdown starts, so that the
+        // HTTP drain is not held up by followers.
+        let events = self.state.events.clone();
+        let closer = shutdown.clone();
+        tokio::spawn(async move {
+            closer.cancelled().await;
+            events.close();
+        });
         let app = common::http::with_tracing(router(self.state.clone()));
         let result = common::http::serve(self.listener, app, &self.config.http, shutdown, self.config.shutdown_grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), sweep).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), retention).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
         result
     }
 }

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use common::claims::Claims;
 use common::gridfs::{self, UploadError};
 use common::ids::VideoId;
+use common::jobs::JobDoc;
 use common::message::JobMessage;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Bson};
@@ -22,6 +25,7 @@ use tracing::{info, instrument};
 
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
+use crate::jobs::{self, options::OptionsBuilder};
 use crate::startup::AppState;
 use crate::{quota, sniff};
 
@@ -57,8 +61,9 @@ pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 pub type FormFields = Vec<(String, Bytes)>;
 
 #[instrument(skip_all, fields(user))]
-pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&'static str, GatewayError> {
+pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, GatewayError> {
     let (mut parts, body) = request.into_parts();
+    let wants_json = crate::jobs::wants_json(&parts.headers);
     let shared = SharedBody::new(body);
     let result = async {
         let claims = AuthUser::from_request_parts(&mut parts, &state).await?.require_admin()?;
@@ -76,10 +81,17 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<&
             shared.drain(DRAIN_BYTES, DRAIN_TIME).await;
         }
     }
-    result
+    let job = result?;
+    if !wants_json {
+        // The original's clients: exactly what the tutorial's gateway answered.
+        return Ok("success!".into_response());
+    }
+    // A client that asked for JSON gets the job it can follow.
+    let location = format!("/jobs/{}", job.id.to_hex());
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(crate::jobs::view(&job, &state.links))).into_response())
 }
 
-async fn store_and_announce(state: &AppState, claims: &Claims, request: Request, body: &SharedBody) -> Result<&'static str, GatewayError> {
+async fn store_and_announce(state: &AppState, claims: &Claims, request: Request, body: &SharedBody) -> Result<JobDoc, GatewayError> {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload_bytes + 64 * 1024) {
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
@@ -102,13 +114,18 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
 
     let mut stored: Option<VideoId> = None;
     let mut fields = FormFields::new();
-    let result = read_form(state, claims, &mut multipart, &progress, allowed_today, &mut stored, &mut fields).await;
-    let result = match result {
-        Ok(video) => check_quota_after(state, claims, video).await,
-        Err(e) => Err(e),
-    };
-    let video = match result {
-        Ok(video) => video,
+    let result = async {
+        let (video, filename) = read_form(state, claims, &mut multipart, &progress, allowed_today, &mut stored, &mut fields).await?;
+        let video = check_quota_after(state, claims, video).await?;
+        let options = output_options(&fields)?;
+        // The job exists before the message: a converter never sees a video without its job.
+        let job = JobDoc::queued(video, &claims.username, &filename, options);
+        state.jobs.create(&job).await.map_err(from_mongo)?;
+        Ok(job)
+    }
+    .await;
+    let job = match result {
+        Ok(job) => job,
         Err(e) => {
             if let Some(video) = stored {
                 delete_video(state, video).await;
@@ -116,15 +133,36 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
             return Err(e);
         }
     };
+    let video = job.video();
 
-    let message = JobMessage::new_video(video.to_string(), claims.username.clone());
+    let mut message = JobMessage::new_video(video.to_string(), claims.username.clone());
+    // Only when asked for: the original's clients' messages stay exactly as they were.
+    message.options = (!job.options.is_empty()).then(|| job.options.clone());
     if let Err(e) = state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await {
         delete_video(state, video).await;
+        if let Err(e) = state.jobs.mark_deleted(video, &claims.username).await {
+            tracing::warn!(error.cause_chain = ?e, video_fid = %video, "failed to remove the job of an unannounced upload");
+        }
         return Err(GatewayError::Unavailable(e.context("failed to announce the upload")));
     }
     mark_queued(state, video).await;
     info!(video_fid = %video, fields = fields.len(), "upload stored and queued");
-    Ok("success!")
+    Ok(job)
+}
+
+/// The output options among the form's text fields (before or after the file); other names
+/// are ignored.
+fn output_options(fields: &FormFields) -> Result<common::jobs::OutputOptions, GatewayError> {
+    let mut options = OptionsBuilder::default();
+    for (name, value) in fields {
+        let Some(name) = jobs::options::FIELDS.into_iter().find(|f| f == name) else { continue };
+        if value.len() > jobs::options::MAX_VALUE_LEN {
+            return Err(GatewayError::InvalidOption { field: name, reason: "value too long".into() });
+        }
+        let value = std::str::from_utf8(value).map_err(|_| GatewayError::InvalidOption { field: name, reason: "not UTF-8 text".into() })?;
+        options.set(name, value)?;
+    }
+    options.finish()
 }
 
 /// Reads the whole form: exactly one file, stored as it streams in, and at most a few small
@@ -138,8 +176,9 @@ async fn read_form(
     allowed_today: u64,
     stored: &mut Option<VideoId>,
     fields: &mut FormFields,
-) -> Result<VideoId, GatewayError> {
+) -> Result<(VideoId, String), GatewayError> {
     let mut files = 0;
+    let mut stored_name = String::new();
     let mut parts = 0;
     let mut refused: Option<GatewayError> = None;
     loop {
@@ -179,7 +218,10 @@ async fn read_form(
                 .map_err(io::Error::other),
         );
         match store(state, claims, &filename, &content_type, &mut reader, allowed_today).await {
-            Ok(id) => *stored = Some(id),
+            Ok(id) => {
+                *stored = Some(id);
+                stored_name = filename;
+            }
             Err(GatewayError::UnsupportedMedia) => {
                 // Read on: a second file after it is still "exactly 1 file required".
                 let mut rest = (&mut reader).take(state.max_upload_bytes);
@@ -192,7 +234,7 @@ async fn read_form(
     if let Some(e) = refused {
         return Err(e);
     }
-    stored.ok_or(GatewayError::ExactlyOneFile)
+    stored.map(|id| (id, stored_name)).ok_or(GatewayError::ExactlyOneFile)
 }
 
 /// A form field that is not a file, read whole up to [`MAX_FIELD_BYTES`].

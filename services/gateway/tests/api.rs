@@ -14,8 +14,12 @@ struct TestGateway {
     state: gateway::AppState,
     token: String,
     email: String,
+    auth_db: AuthDb,
     _guards: Vec<DropGuard>,
 }
+
+#[path = "api/jobs.rs"]
+mod jobs;
 
 async fn spawn(extra: &[(&str, &str)]) -> TestGateway {
     let db = AuthDb::create().await.unwrap();
@@ -49,7 +53,7 @@ async fn spawn(extra: &[(&str, &str)]) -> TestGateway {
         .text()
         .await
         .unwrap();
-    TestGateway { base, names, state, token, email, _guards: vec![stop.drop_guard(), stop_auth.drop_guard()] }
+    TestGateway { base, names, state, token, email, auth_db: db, _guards: vec![stop.drop_guard(), stop_auth.drop_guard()] }
 }
 
 async fn upload(gw: &TestGateway, filename: &str, bytes: Vec<u8>) -> (u16, String) {

@@ -43,6 +43,12 @@ pub struct Config {
     pub retry: RetrySettings,
     pub prefetch: u16,
     pub shutdown_grace: Duration,
+    /// `PUBLIC_URL`: the gateway as users reach it (base of the link in the "ready" mail).
+    pub public_url: String,
+    /// `DOWNLOAD_LINK_SECRET`: the gateway's link key (the same value in both services).
+    pub link_secret: SecretString,
+    /// `DOWNLOAD_LINK_TTL`: how long the mailed link works.
+    pub link_ttl: Duration,
 }
 
 impl Config {
@@ -66,7 +72,14 @@ impl Config {
                 reason: "none would send GMAIL_PASSWORD unencrypted; use starttls or tls, or SMTP_AUTH=false".into(),
             });
         }
+        let public_url = env.string_or("PUBLIC_URL", "http://mp3converter.com").trim_end_matches('/').to_owned();
+        let link_secret = env.secret_or("DOWNLOAD_LINK_SECRET", common::links::DEVELOPMENT_SECRET);
+        common::links::check_settings(&link_secret, &public_url)
+            .map_err(|reason| ConfigError::Invalid { name: "DOWNLOAD_LINK_SECRET", reason })?;
         Ok(Self {
+            public_url,
+            link_secret,
+            link_ttl: env.duration_or("DOWNLOAD_LINK_TTL", Duration::from_secs(7 * 86_400))?,
             health_port: env.parse_or("HEALTH_PORT", 8082)?,
             amqp_url: config::amqp_url(env),
             mp3_queue: config::mp3_queue(env),
@@ -93,7 +106,15 @@ mod tests {
 
     #[test]
     fn defaults_reproduce_the_original() {
-        let c = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("GMAIL_PASSWORD", "app-password")])).unwrap();
+        let e = Config::from_env(&Env::from_pairs([("GMAIL_ADDRESS", "me@gmail.com"), ("GMAIL_PASSWORD", "app-password")])).unwrap_err();
+        assert!(e.to_string().contains("DOWNLOAD_LINK_SECRET"), "the development link key is refused for a public URL: {e}");
+        let c = Config::from_env(&Env::from_pairs([
+            ("GMAIL_ADDRESS", "me@gmail.com"),
+            ("GMAIL_PASSWORD", "app-password"),
+            ("DOWNLOAD_LINK_SECRET", "a-generated-key-of-at-least-32-bytes"),
+        ]))
+        .unwrap();
+        assert_eq!(c.public_url, "http://mp3converter.com");
         assert_eq!((c.smtp.host.as_str(), c.smtp.port, c.smtp.tls), ("smtp.gmail.com", 587, TlsMode::StartTls));
         assert_eq!(c.mp3_queue, "mp3");
         assert!(!format!("{c:?}").contains("app-password"));

@@ -5,9 +5,11 @@ use std::time::Duration;
 use anyhow::Context;
 use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
+use common::ids::VideoId;
+use common::links::LinkSigner;
 use common::message::{Failure, JobMessage};
 use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use mongodb::bson::{doc, DateTime, Document};
@@ -34,26 +36,66 @@ pub fn transport(smtp: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio
     Ok(builder.build())
 }
 
-/// The mail for a message: `(dedup key, subject, body)`. Only checked values reach headers.
-/// A failure's reason is one of the fixed sentences of [`Failure`]: any other text in the
-/// message (an older converter's, with driver or OS detail) is logged and mailed as an
-/// internal error.
-pub fn compose(msg: &JobMessage) -> Result<(String, &'static str, String), String> {
+/// A composed mail: `key` deduplicates it; `html` is an alternative part when present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    pub key: String,
+    pub subject: &'static str,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// What the owner can do, for the failures whose sentence does not already say it.
+fn advice(failure: Failure) -> Option<&'static str> {
+    match failure {
+        Failure::NotMedia => Some("check that the file plays on your computer, then upload it again (or export it to MP4 first)"),
+        Failure::NoAudio => Some("upload a video that has sound"),
+        Failure::BadAudio => Some("export the video with a common audio format (AAC or MP3) and upload it again"),
+        _ => None,
+    }
+}
+
+/// The mail for a message. The "ready" mail keeps the original's line verbatim and adds the
+/// signed download link when there is one. Only checked values reach headers. A failure's
+/// reason is one of the fixed sentences of [`Failure`]: any other text in the message (an
+/// older converter's, with driver or OS detail) is logged and mailed as an internal error.
+pub fn compose(msg: &JobMessage, links: Option<&LinkSigner>) -> Result<Composed, String> {
     match (&msg.mp3_fid, &msg.error) {
         (_, Some(error)) => {
             let failure = Failure::from_text(error);
             if failure.user_text() != error {
                 tracing::warn!(video_fid = %msg.video_fid, %error, "failure notice with an unknown reason; mailing it as an internal error");
             }
-            Ok((
-                format!("failed:{}", msg.video_fid),
-                "MP3 Download failed",
-                format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid),
-            ))
+            let mut text = format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid);
+            if let Some(todo) = advice(failure) {
+                text.push_str(&format!("What you can do: {todo}.\n"));
+            }
+            Ok(Composed { key: format!("failed:{}", msg.video_fid), subject: "MP3 Download failed", text, html: None })
         }
-        (Some(fid), None) => Ok((format!("mp3:{fid}"), "MP3 Download", format!("mp3 file_id: {fid} is now ready!"))),
+        (Some(fid), None) => {
+            let line = format!("mp3 file_id: {fid} is now ready!");
+            let link = links.zip(msg.video_fid.parse::<VideoId>().ok()).map(|(l, job)| (l.url(job), common::jobs::human(l.ttl)));
+            let (text, html) = match link {
+                None => (line, None),
+                Some((url, ttl)) => (
+                    format!("{line}\n\nDownload it (no login needed; the link works for {ttl}):\n{url}\n"),
+                    // The id is 24 hex digits and the URL ours (base from configuration, query
+                    // of digits and base64url), but escape anyway: it goes into markup.
+                    Some(format!(
+                        "<p>{}</p><p><a href=\"{}\">Download your MP3</a> (no login needed; the link works for {ttl}).</p>",
+                        escape(&line),
+                        escape(&url)
+                    )),
+                ),
+            };
+            Ok(Composed { key: format!("mp3:{fid}"), subject: "MP3 Download", text, html })
+        }
         (None, None) => Err("malformed message: neither mp3_fid nor error is set".into()),
     }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 pub struct Notifier {
@@ -63,6 +105,8 @@ pub struct Notifier {
     /// `"sent"` once the mail went out (records without `state` are sent ones). A redelivered
     /// or duplicated message finds it and sends nothing.
     pub sent: Collection<Document>,
+    /// Makes the download link of the "ready" mail.
+    pub links: Option<LinkSigner>,
     /// Longest time one send may take; a claim older than twice this is taken to belong to a
     /// notifier that died mid-send, and is taken over.
     pub send_timeout: Duration,
@@ -134,7 +178,7 @@ impl Handler for Notifier {
         let Ok(to) = msg.username.parse::<Email>() else {
             return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
         };
-        let (key, subject, body) = match compose(&msg) {
+        let Composed { key, subject, text, html } = match compose(&msg, self.links.as_ref()) {
             Ok(parts) => parts,
             Err(reason) => return Outcome::Fail(reason),
         };
@@ -144,7 +188,12 @@ impl Handler for Notifier {
         let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(&to)) else {
             return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
         };
-        let email = match Message::builder().from(from).to(to_box).subject(subject).header(ContentType::TEXT_PLAIN).body(body) {
+        let builder = Message::builder().from(from).to(to_box).subject(subject);
+        let built = match html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
+            None => builder.header(ContentType::TEXT_PLAIN).body(text),
+        };
+        let email = match built {
             Ok(m) => m,
             Err(e) => return Outcome::Fail(format!("cannot build the email: {e}")),
         };
@@ -216,20 +265,34 @@ mod tests {
 
     #[test]
     fn composes_the_original_mail() {
-        let m = JobMessage { video_fid: "v".into(), mp3_fid: Some("abc".into()), username: "a@b.c".into(), error: None };
-        let (key, subject, body) = compose(&m).unwrap();
-        assert_eq!((key.as_str(), subject, body.as_str()), ("mp3:abc", "MP3 Download", "mp3 file_id: abc is now ready!"));
+        let m = JobMessage { video_fid: "v".into(), mp3_fid: Some("abc".into()), username: "a@b.c".into(), error: None, options: None };
+        let c = compose(&m, None).unwrap();
+        assert_eq!((c.key.as_str(), c.subject, c.text.as_str()), ("mp3:abc", "MP3 Download", "mp3 file_id: abc is now ready!"));
         let f = JobMessage { error: Some("the video has no audio track".into()), mp3_fid: None, ..m.clone() };
-        let (key, subject, body) = compose(&f).unwrap();
-        assert_eq!(key, "failed:v");
-        assert_eq!(subject, "MP3 Download failed");
-        assert!(body.contains("the video has no audio track"));
+        let c = compose(&f, None).unwrap();
+        assert_eq!(c.key, "failed:v");
+        assert_eq!(c.subject, "MP3 Download failed");
+        assert!(c.text.contains("Reason: the video has no audio track"), "{}", c.text);
+        assert!(c.text.contains("What you can do: upload a video that has sound."), "{}", c.text);
         let leaked = "gave up after 5 attempts: MongoDB unavailable: Connection refused (os error 111)";
-        let (_, _, body) = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }).unwrap();
+        let c = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }, None).unwrap();
         assert_eq!(
-            body,
+            c.text,
             "Your video v could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
         );
-        assert!(compose(&JobMessage { mp3_fid: None, ..m }).is_err());
+        assert!(compose(&JobMessage { mp3_fid: None, ..m }, None).is_err());
+    }
+
+    #[test]
+    fn the_ready_mail_carries_a_signed_link_and_keeps_the_original_line() {
+        let links = LinkSigner::new(secrecy::SecretString::from("k".repeat(40)), "http://127.0.0.1:8080", Duration::from_secs(7 * 86_400));
+        let m = JobMessage::new_video("65f0c0ffee0123456789abcd", "a@b.c");
+        let m = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abce".into()), ..m };
+        let c = compose(&m, Some(&links)).unwrap();
+        assert!(c.text.starts_with("mp3 file_id: 65f0c0ffee0123456789abce is now ready!\n"), "{}", c.text);
+        assert!(c.text.contains("http://127.0.0.1:8080/jobs/65f0c0ffee0123456789abcd/download?expires="), "{}", c.text);
+        assert!(c.text.contains("works for 7 days"), "{}", c.text);
+        let html = c.html.unwrap();
+        assert!(html.contains("<a href=\"http://127.0.0.1:8080/jobs/65f0c0ffee0123456789abcd/download?expires="), "{html}");
     }
 }

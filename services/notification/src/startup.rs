@@ -22,6 +22,7 @@ impl Application {
             transport: transport(&config.smtp)?,
             from: config.smtp.from.clone(),
             sent: mongo.database(&config.mp3s_db).collection("sent_mails"),
+            links: Some(common::links::LinkSigner::new(config.link_secret.clone(), &config.public_url, config.link_ttl)),
             // A whole send is several SMTP commands, each bounded by the SMTP timeout.
             send_timeout: config.smtp.timeout * 2,
         });

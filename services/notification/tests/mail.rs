@@ -45,7 +45,9 @@ async fn mails_the_owner_once_per_mp3() {
     publish(&names.mp3_queue, &msg.to_json()).await;
     let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails[0].subject, "MP3 Download");
-    assert_eq!(mails[0].text.trim(), "mp3 file_id: 65f0c0ffee0123456789abcd is now ready!");
+    // The original's line, verbatim, then the signed link to the job (the video's id).
+    assert_eq!(mails[0].text.lines().next(), Some("mp3 file_id: 65f0c0ffee0123456789abcd is now ready!"), "{}", mails[0].text);
+    assert!(mails[0].text.contains("http://127.0.0.1:8080/jobs/65f0c0ffee0123456789abce/download?expires="), "{}", mails[0].text);
     assert_eq!(mails[0].from[0].address, "mp3converter@localhost");
 
     // A redelivered message sends nothing new.
@@ -96,7 +98,9 @@ async fn failure_mails_carry_a_fixed_reason_never_driver_text() {
         publish(&names.mp3_queue, &msg.to_json()).await;
         let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
         assert_eq!(mails[0].subject, "MP3 Download failed");
-        assert_eq!(mails[0].text.trim(), format!("Your video {video} could not be converted to MP3.\nReason: {expected}"), "for {error:?}");
+        let (body, head) = (mails[0].text.trim(), format!("Your video {video} could not be converted to MP3.\nReason: {expected}"));
+        // Sentences that don't say what to do get one "What you can do" line.
+        assert!(body == head || body.starts_with(&format!("{head}\nWhat you can do: ")), "for {error:?}: {body}");
         for detail in ["os error", "MongoDB", "Connection refused", "attempts"] {
             assert!(!mails[0].text.contains(detail), "{detail:?} leaked into {:?}", mails[0].text);
         }
