@@ -1,26 +1,14 @@
--- Schema, application user and demo user of the auth service (MySQL / MariaDB).
+-- Schema of the auth service (MySQL / MariaDB): its database and user table. No accounts: the
+-- application user and the demo user are development values (dev-seed.sql); a deployment creates
+-- its application user with a password of its own (docs/deploy.md).
 --
--- Idempotent: applying it again changes nothing (IF NOT EXISTS, INSERT IGNORE), so
--- scripts/dev-up.sh applies it on every run and the MySQL manifest can mount it as an init script.
+-- Idempotent: applying it again changes nothing (IF NOT EXISTS), so scripts/dev-up.sh applies it
+-- on every run and the in-cluster MySQL runs it as an init script.
 -- Apply as an administrator, e.g. `mysql -u root < init.sql`.
 
 CREATE DATABASE IF NOT EXISTS auth
   CHARACTER SET utf8mb4
   COLLATE utf8mb4_unicode_ci;
-
--- ---------------------------------------------------------------------------------------------
--- DEVELOPMENT PLACEHOLDER PASSWORD: 'Auth123' is a well-known demo value, shared with the
--- development Kubernetes Secret (MYSQL_PASSWORD) and scripts/dev-up.sh. Never use it for a
--- deployment that holds real data: create the user with a generated password instead and put that
--- password in the auth service's Secret.
--- ---------------------------------------------------------------------------------------------
-CREATE USER IF NOT EXISTS 'auth_user'@'%' IDENTIFIED BY 'Auth123';
-CREATE USER IF NOT EXISTS 'auth_user'@'localhost' IDENTIFIED BY 'Auth123';
-
--- The service only reads users (login) and adds, updates or removes them (`auth user add` /
--- `set-password` / `remove`); it never needs DDL.
-GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'%';
-GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'localhost';
 
 USE auth;
 
@@ -47,14 +35,3 @@ SET @add_generation = IF(@has_generation = 0,
 PREPARE add_generation FROM @add_generation;
 EXECUTE add_generation;
 DEALLOCATE PREPARE add_generation;
-
--- The tutorial's demo user: georgio@email.com / Admin123 (also a DEVELOPMENT PLACEHOLDER).
--- The hash was made once with `auth user add` (argon2id, v=19, m=19456, t=2, p=1: the service's own
--- parameters, so a login for this user takes as long as one for an unknown email). The service
--- verifies any PHC argon2 string.
--- INSERT IGNORE keeps an existing row (and a password changed since) untouched.
-INSERT IGNORE INTO `user` (email, password, admin) VALUES (
-  'georgio@email.com',
-  '$argon2id$v=19$m=19456,t=2,p=1$tu1VESZvpHHmTh2UPuoU2Q$vPL+XS/KsQJT60i4C92J/vWhy+boIVrPOziTyUBwA8k',
-  TRUE
-);

@@ -4,7 +4,8 @@
 #
 #   1. render      kubectl kustomize of manifests/, overlays/in-cluster-db, overlays/keda,
 #                  overlays/prometheus-operator and the combination scripts/minikube-up.sh applies
-#                  (every component + script-secrets)
+#                  (every component + script-secrets); cert-manager's objects, like KEDA's and the
+#                  Prometheus Operator's, have no schema in step 4/5
 #   2. cross-check scripts/check_manifests.py on those renders (references, hardening, drain vs
 #                  grace period, docs/configuration.md vs ConfigMaps+Secrets, images vs Dockerfile)
 #   3. manifest_env  scripts/manifest_env.py prints an environment and probes for every service
@@ -123,6 +124,7 @@ resources:
 components:
   - ../../../manifests/components/in-cluster-db
   - ../../../manifests/components/keda
+  - ../../../manifests/components/cert-manager
   - ../../../manifests/components/script-secrets
 EOF
   local name dir objects=0 n
@@ -189,14 +191,15 @@ manifest_env_smoke() {
 run_check manifest_env manifest_env_smoke
 
 # --- 4./5. kubernetes-validate ----------------------------------------------------------------
-# Objects of API groups the validator has no schema for (KEDA's CRDs) go to a separate file and
+# Objects of API groups the validator has no schema for (KEDA's and cert-manager's CRDs) go to a
+# separate file and
 # are reported as skipped; anything else without a schema (a typo in apiVersion) is a failure.
 "$PY" - "$WORK/render" "${RENDERS[@]}" <<'EOF'
 import pathlib, sys, yaml
 out = pathlib.Path(sys.argv[1])
 for path in map(pathlib.Path, sys.argv[2:]):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    no_schema = ("keda.sh/", "monitoring.coreos.com/")
+    no_schema = ("keda.sh/", "monitoring.coreos.com/", "cert-manager.io/")
     core = [d for d in docs if not d["apiVersion"].startswith(no_schema)]
     crd = [d for d in docs if d["apiVersion"].startswith(no_schema)]
     (out / f"{path.stem}.core.yml").write_text(yaml.safe_dump_all(core, sort_keys=False))
@@ -214,7 +217,7 @@ validate_k8s() {
   local rc=0
   "$VENV/bin/kubernetes-validate" --strict --kubernetes-version "$version" --quiet "${files[@]}" | tee "$WORK/kv.out" || rc=$?
   if grep -q "Couldn't find schema" "$WORK/kv.out"; then rc=1; fi
-  echo "Kubernetes $version: $total objects valid in ${#files[@]} renders, $skipped KEDA/Prometheus Operator CRD objects skipped (no schema)" >"$DETAIL"
+  echo "Kubernetes $version: $total objects valid in ${#files[@]} renders, $skipped KEDA/Prometheus Operator/cert-manager CRD objects skipped (no schema)" >"$DETAIL"
   ((rc == 0)) || echo "Kubernetes $version: FAILED" >"$DETAIL"
   return "$rc"
 }

@@ -20,7 +20,15 @@ base, manifests/). Checked, per rendered set:
   - the first (base) set: every variable docs/configuration.md lists for a service is set by its
     manifests, and nothing undocumented is;
   - every later set contains every object of the base, except what a component removes on
-    purpose (the CPU HPA under KEDA, placeholder Secrets under script-secrets).
+    purpose (the CPU HPA under KEDA, placeholder Secrets under script-secrets);
+  - deployment secrets (issue 13): no rendered set carries a Secret object or a value anyone
+    can read (guest, Auth123, the former placeholders); every Secret a workload names has a
+    template with empty values in manifests/secret-templates/ (the deploy script makes it);
+    RabbitMQ takes its users from definitions (no RABBITMQ_DEFAULT_*); with the in-cluster
+    databases both require a password and no ConfigMap holds a MongoDB URI;
+  - the cluster's inside: every Ingress has TLS for each of its hosts, none reaches the RabbitMQ
+    management port; each of our four Deployments has an Egress NetworkPolicy, and the
+    converter's allows DNS, RabbitMQ and MongoDB only.
 Prints one line per problem and a summary; exit status 1 if there is any problem.
 """
 
@@ -42,6 +50,12 @@ SERVICES = ("auth", "gateway", "converter", "notification")
 WORKLOADS = ("Deployment", "StatefulSet")
 # Objects a component removes on purpose: (kind, name) or (kind, None) for "any of that kind".
 MAY_BE_REMOVED = {("HorizontalPodAutoscaler", "converter"), ("Secret", None)}
+# Secret values anyone can read: RabbitMQ's default account, dev-seed.sql's MySQL password and
+# the placeholders this repository used to deploy.
+KNOWN_SECRETS = ("guest", "Auth123", "dev-placeholder-jwt-secret-change-me-not-for-production",
+                 "dev-placeholder-root-password", "placeholder-gmail-app-password", "dev-placeholder-download-link-secret-not-for-production")
+# The converter parses hostile media: what it may reach (DNS, AMQP, MongoDB).
+CONVERTER_EGRESS_PORTS = {53, 5672, 27017}
 
 
 def load(path: Path) -> list[dict]:
@@ -174,6 +188,76 @@ class Checker:
                 replicas = w["spec"].get("replicas", 1)
                 self.expect(replicas > pdb["spec"].get("minAvailable", 0), where, f"minAvailable >= replicas ({replicas}) blocks every eviction")
 
+    def check_secrets_and_network(self, label: str, objs: list[dict]) -> None:
+        templates = {o["metadata"]["name"]: o for p in sorted((REPO / "manifests" / "secret-templates").glob("*.yaml")) for o in load(p)}
+        for name, t in templates.items():
+            filled = sorted(k for k, v in (t.get("stringData") or {}).items() if v) + sorted((t.get("data") or {}))
+            self.expect(not filled, f"secret-templates {name}", f"a template must carry no value: {filled}")
+
+        def strings(node):
+            if isinstance(node, dict):
+                for v in node.values():
+                    yield from strings(v)
+            elif isinstance(node, list):
+                for v in node:
+                    yield from strings(v)
+            elif isinstance(node, str):
+                yield node
+
+        for o in objs:
+            where = f"{label} {o['kind']}/{o['metadata']['name']}"
+            self.expect(o["kind"] != "Secret" or o["metadata"].get("labels", {}).get("mp3converter.dev/placeholder") == "true",
+                        where, "the manifests ship a Secret: its values would be public (make it in the deploy script)")
+            known = sorted({k for v in strings(o) for k in KNOWN_SECRETS if v == k or f":{k}@" in v})
+            self.expect(not known, where, f"carries a publicly known secret value: {known}")
+            pod = o.get("spec", {}).get("template", {}).get("spec") if o["kind"] in WORKLOADS else None
+            if pod is None:
+                continue
+            named = set()
+            for c in pod.get("containers", []) + pod.get("initContainers", []):
+                named |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
+                named |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+                env_names = {e["name"] for e in c.get("env", [])}
+                self.expect(not env_names & {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"}, where, "RabbitMQ's users come from definitions, not RABBITMQ_DEFAULT_*")
+            named |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+            for n in sorted(named - {"mp3converter-tls"}):
+                self.expect(n in templates, where, f"Secret {n!r} has no template in manifests/secret-templates/ (what must the deployer create?)")
+            name = o["metadata"]["name"]
+            if name == "rabbitmq":
+                mounted = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+                self.expect("rabbitmq-definitions" in mounted, where, "does not mount the rabbitmq-definitions Secret")
+            if name in ("mongo", "mysql"):
+                env_from = {s["secretRef"]["name"] for c in pod["containers"] for s in c.get("envFrom", []) if "secretRef" in s}
+                self.expect(f"{name}-secret" in env_from, where, f"{name} without its {name}-secret: no authentication")
+        rabbit_conf = "".join(by_kind(objs, "ConfigMap").get("rabbitmq-configmap", {}).get("data", {}).values())
+        self.expect("load_definitions" in rabbit_conf, f"{label} ConfigMap/rabbitmq-configmap", "no load_definitions: RabbitMQ would create guest")
+        if "mongo" in by_kind(objs, "StatefulSet"):
+            for name, cm in by_kind(objs, "ConfigMap").items():
+                self.expect("MONGODB_URI" not in cm.get("data", {}), f"{label} ConfigMap/{name}",
+                            "MONGODB_URI of the authenticated in-cluster MongoDB belongs in the service's Secret")
+
+        for name, ing in by_kind(objs, "Ingress").items():
+            where = f"{label} Ingress/{name}"
+            tls_hosts = {h for t in ing["spec"].get("tls", []) for h in t.get("hosts", [])}
+            for rule in ing["spec"].get("rules", []):
+                self.expect(rule.get("host") in tls_hosts, where, f"host {rule.get('host')!r} is served without TLS")
+                for path in rule.get("http", {}).get("paths", []):
+                    backend = path["backend"]["service"]
+                    self.expect(backend["name"] != "rabbitmq" and backend["port"].get("number") != 15672, where,
+                                "the RabbitMQ management UI must not be on an ingress")
+        policies = by_kind(objs, "NetworkPolicy")
+        for svc in SERVICES:
+            if svc not in by_kind(objs, "Deployment"):
+                continue
+            where = f"{label} Deployment/{svc}"
+            egress = [p for p in policies.values()
+                      if "Egress" in p["spec"].get("policyTypes", []) and p["spec"]["podSelector"].get("matchLabels", {}).get("app") == svc]
+            self.expect(bool(egress), where, "no Egress NetworkPolicy selects it")
+            if svc == "converter":
+                ports = {p.get("port") for pol in egress for rule in pol["spec"].get("egress", []) for p in rule.get("ports", [{"port": "any"}])}
+                self.expect(bool(egress) and ports <= CONVERTER_EGRESS_PORTS, where,
+                            f"the converter may reach ports {sorted(map(str, ports))}; only {sorted(CONVERTER_EGRESS_PORTS)} (DNS, RabbitMQ, MongoDB)")
+
     def check_workload(self, where, w, cms, secrets, secrets_external, targets) -> None:
         pod = w["spec"]["template"]["spec"]
         self.expect(selects(w["spec"]["selector"]["matchLabels"], w), where, "selector does not match the pod template's labels")
@@ -286,6 +370,7 @@ def main(paths: list[str]) -> int:
         kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
         secrets_external = not any(o["kind"] == "Secret" for o in objs)
         checker.check_set(label, objs, secrets_external, targets)
+        checker.check_secrets_and_network(label, objs)
         if base is None:
             base = kinds
             continue

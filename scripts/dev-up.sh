@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to the whole suite running locally:
-# dependencies (scripts/deps.sh), the auth schema and demo user (init.sql), a JWT secret kept in
+# dependencies (scripts/deps.sh), the auth schema (init.sql) and the development accounts
+# (dev-seed.sql: auth_user/Auth123 and the demo user), a JWT secret kept in
 # .dev/jwt_secret, a release build, and the four services in the background (logs in
 # .dev/logs/<service>.log, pids in .dev/pids/). Services already running are restarted, so a
 # re-run after a rebuild picks up the new binaries. Stop everything with scripts/dev-down.sh.
@@ -50,15 +51,14 @@ bash "$MP3C_ROOT/scripts/deps.sh"
 # --- schema and demo user ---------------------------------------------------------------------
 # root over TCP when allowed, else through the socket (unix_socket auth as the OS root).
 if mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
-  mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot <"$MP3C_ROOT/init.sql" ||
-    die "applying init.sql as root over TCP failed"
+  cat "$MP3C_ROOT/init.sql" "$MP3C_ROOT/dev-seed.sql" | mysql --protocol=tcp -h127.0.0.1 -P3306 -uroot ||
+    die "applying init.sql and dev-seed.sql as root over TCP failed"
 elif ((EUID == 0)); then
-  mysql -uroot <"$MP3C_ROOT/init.sql" || die "applying init.sql as root through the socket failed"
+  cat "$MP3C_ROOT/init.sql" "$MP3C_ROOT/dev-seed.sql" | mysql -uroot || die "applying init.sql and dev-seed.sql as root through the socket failed"
 else
-  # shellcheck disable=SC2024 # the file is ours to read; only mysql needs root
-  sudo mysql -uroot <"$MP3C_ROOT/init.sql" || die "applying init.sql (sudo mysql) failed"
+  cat "$MP3C_ROOT/init.sql" "$MP3C_ROOT/dev-seed.sql" | sudo mysql -uroot || die "applying init.sql and dev-seed.sql (sudo mysql) failed"
 fi
-log "applied init.sql (database auth, user auth_user, demo user georgio@email.com)"
+log "applied init.sql and dev-seed.sql (database auth, user auth_user, demo user georgio@email.com)"
 
 # --- JWT secret: made once, kept across runs --------------------------------------------------
 jwt_file=$MP3C_DEV_DIR/jwt_secret

@@ -11,6 +11,8 @@
 #   TEST_MONGODB_URI  $MONGODB_URI, else mongodb://127.0.0.1:27017
 #   TEST_SMTP_HOST    127.0.0.1         TEST_SMTP_PORT  1025
 #   TEST_MAILDEV_URL  http://127.0.0.1:1080   (maildev REST API: GET /email, DELETE /email/all)
+# Last, the containerised phase (scripts/pods-test.sh): the images built from docker/Dockerfile
+# run the manifests with podman and the tutorial flow passes against them.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -20,6 +22,7 @@ usage: scripts/test.sh [-h|--help] [TEST-RUNNER ARGS...]
   Start the dependencies, build the binaries, run scripts/check-deploy.sh (skip with
   SKIP_DEPLOY_CHECKS=1) and every test with cargo nextest (cargo test when nextest is absent).
   Args after the options go to the runner, e.g. `scripts/test.sh -p auth` or `scripts/test.sh fault_`.
+  Then the containerised phase (scripts/pods-test.sh; SKIP_CONTAINERS=1 skips it outside CI).
   TEST_STOP_DEPS=1 (the default when CI=true) stops, at the end, the dependencies this run started.
 EOF
 }
@@ -157,6 +160,24 @@ else
   cargo test --workspace --no-fail-fast -- fault_ --test-threads 1 "$@" || test_status=$?
 fi
 
+# --- containerised phase: the four images from docker/Dockerfile, the manifests in podman ---------
+# Last, after the fault tests have restarted the shared servers: scripts/pods-test.sh builds the
+# images (scripts/images.sh; a warm cache makes it seconds), runs manifests/ with podman kube
+# play (scripts/pods-up.sh) and the tutorial flow against the containerised gateway. CI never
+# skips it; SKIP_CONTAINERS=1 skips it on a developer's machine.
+pods_status=0
+if [[ ${SKIP_CONTAINERS:-0} == 1 && ${CI:-} != true && ${CI:-} != 1 ]]; then
+  log "SKIP_CONTAINERS=1: containerised phase skipped"
+else
+  log "containerised phase: scripts/pods-test.sh"
+  bash "$MP3C_ROOT/scripts/pods-test.sh" || pods_status=$?
+  ((pods_status == 0)) || log "CONTAINERISED PHASE FAILED (exit $pods_status)"
+fi
+
+if ((pods_status)); then
+  log "scripts/pods-test.sh failed (exit $pods_status)"
+  exit "$pods_status"
+fi
 if ((deny_status)); then
   log "cargo deny failed (exit $deny_status)"
   exit "$deny_status"

@@ -92,8 +92,8 @@ impl AuthDb {
         Ok(db)
     }
 
-    /// The database and application user `init.sql` creates for local development (its
-    /// DEVELOPMENT PLACEHOLDER password, never a deployment's).
+    /// The database `init.sql` creates and the application user `dev-seed.sql` adds for local
+    /// development (its DEVELOPMENT PLACEHOLDER password, never a deployment's).
     pub fn init_sql() -> Self {
         Self { database: "auth".into(), user: "auth_user".into(), password: "Auth123".into() }
     }

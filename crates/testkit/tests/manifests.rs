@@ -30,6 +30,28 @@ fn manifest_env(service: &str, maps: &[String]) -> Vec<(String, String)> {
     map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
 }
 
+/// The Secrets' values: the manifests carry none (manifests/secret-templates/ names their keys,
+/// the deployer creates them), so a test supplies its own for every key, as a deploy script does.
+fn fill_secrets(env: &mut [(String, String)]) {
+    // Only the Secrets' keys: an empty ConfigMap value (OTEL_EXPORTER_OTLP_ENDPOINT) means "off".
+    for (k, v) in env.iter_mut().filter(|(_, v)| v.is_empty()) {
+        *v = match k.as_str() {
+            "JWT_SECRET" | "DOWNLOAD_LINK_SECRET" => format!("manifests-test-{}", uuid_like()),
+            // dev-seed.sql's development password of auth_user (the test applies it).
+            "MYSQL_PASSWORD" => "Auth123".to_owned(),
+            "AMQP_URL" => testkit::amqp_url(),
+            "GMAIL_ADDRESS" => "manifests-test@example.com".to_owned(),
+            "GMAIL_PASSWORD" => "manifests-test-password".to_owned(),
+            _ => continue,
+        };
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    format!("{:032x}{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos(), std::process::id())
+}
+
 /// `(kind, path, port)` of each probe of a service's Deployment.
 fn probes(service: &str) -> Vec<(String, String, u16)> {
     let out = Command::new("python3").arg(repo().join("scripts/manifest_env.py")).arg(service).arg("--probes").output().unwrap();
@@ -60,7 +82,9 @@ fn code_and_manifests_agree_on_every_variable() {
     let logging: BTreeSet<String> = ["RUST_LOG", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"].map(String::from).into();
     let mut problems = Vec::new();
     for service in SERVICES {
-        let env = Env::from_pairs(manifest_env(service, &[]));
+        let mut pairs = manifest_env(service, &[]);
+        fill_secrets(&mut pairs);
+        let env = Env::from_pairs(pairs);
         if let Err(e) = load_config(service, &env) {
             problems.push(format!("{service}: the manifests' values don't load: {e}"));
             continue;
@@ -78,9 +102,11 @@ fn code_and_manifests_agree_on_every_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binaries_run_the_tutorial_flow_with_the_manifests_environment() {
-    // The manifests point at the host's MySQL with init.sql applied, as the original does.
+    // The manifests point at the host's MySQL with init.sql (and, here, the development
+    // auth_user of dev-seed.sql) applied, as the original does.
     let mut conn: sqlx::MySqlConnection = sqlx::Connection::connect(&testkit::mysql_admin_url()).await.unwrap();
     sqlx::raw_sql(include_str!("../../../init.sql")).execute(&mut conn).await.expect("init.sql applies");
+    sqlx::raw_sql(include_str!("../../../dev-seed.sql")).execute(&mut conn).await.expect("dev-seed.sql applies");
 
     let local = |extra: Vec<String>| {
         let mut maps = vec!["host.minikube.internal=127.0.0.1".to_owned(), "rabbitmq=127.0.0.1".to_owned()];
@@ -92,6 +118,7 @@ async fn binaries_run_the_tutorial_flow_with_the_manifests_environment() {
     let mut procs = Vec::new();
     for (service, port) in SERVICES.iter().zip(&ports) {
         let mut env = manifest_env(service, &local(vec![format!("auth=127.0.0.1:{}", ports[0])]));
+        fill_secrets(&mut env);
         // Probes must name the port the service listens on.
         let declared: u16 = env.iter().find(|(k, _)| k == port_var(service)).map(|(_, v)| v.parse().unwrap()).unwrap();
         for (kind, path, probe_port) in probes(service) {
@@ -121,7 +148,8 @@ async fn binaries_run_the_tutorial_flow_with_the_manifests_environment() {
 
     // A user, added with the auth binary and the auth manifests' MySQL settings.
     let email = unique_email();
-    let auth_env = manifest_env("auth", &local(vec![]));
+    let mut auth_env = manifest_env("auth", &local(vec![]));
+    fill_secrets(&mut auth_env);
     let out = Command::new(testkit::bin_path("auth"))
         .args(["user", "add", &email])
         .env_clear()
