@@ -165,7 +165,7 @@ pub async fn jobs(q: &JobQueues<'_>, user: &str, ids: &[ObjectId], burst: bool, 
     publisher.ensure_connected().await?;
     let conn = amqp::connect(&url).await?;
     let ch = conn.create_channel().await?;
-    amqp::declare_topology(&conn, q.mp3_queue, None).await?;
+    amqp::declare_topology(&conn, q.mp3_queue).await?;
     let mut deliveries =
         ch.basic_consume(q.mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
     let publish = |id: ObjectId| {

@@ -47,12 +47,12 @@ pub fn dead_queue(queue: &str) -> String {
 /// Declares `queue` with its retry and dead-letter queues.
 ///
 /// A work queue that exists already is used as it is: RabbitMQ refuses to redeclare a queue
-/// with other arguments, so a queue made by hand in the original deployment, or by an older
-/// version of ours without a length bound, would otherwise stop every service. A new queue is
-/// made with `max_length` (when given) and `reject-publish` overflow: once full, a publish is
-/// nacked (the gateway answers 503) instead of the oldest message being dropped. An existing
-/// queue gets the bound from a policy (docs/configuration.md, `VIDEO_QUEUE_MAX_LENGTH`).
-pub async fn declare_topology(conn: &Connection, queue: &str, max_length: Option<u32>) -> anyhow::Result<()> {
+/// with other arguments, so a queue made by hand in the original deployment (the tutorial
+/// creates them in the management UI) would otherwise stop every service. Work queues carry no
+/// length bound: a full queue would drop the retries and redeliveries dead-lettered back into
+/// it (classic queues dead-letter at most once), so the gateway bounds the backlog instead,
+/// before it accepts an upload ([`Publisher::queue_depth`]).
+pub async fn declare_topology(conn: &Connection, queue: &str) -> anyhow::Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     // A passive declare of a missing queue closes its channel, hence a channel of its own.
     let check = conn.create_channel().await.context("failed to open an AMQP channel")?;
@@ -63,12 +63,7 @@ pub async fn declare_topology(conn: &Connection, queue: &str, max_length: Option
     }
     let ch = conn.create_channel().await.context("failed to open an AMQP channel")?;
     if !exists {
-        let mut args = FieldTable::default();
-        if let Some(n) = max_length {
-            args.insert("x-max-length".into(), AMQPValue::LongLongInt(n.into()));
-            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        }
-        ch.queue_declare(queue, durable, args).await.with_context(|| format!("failed to declare queue {queue}"))?;
+        ch.queue_declare(queue, durable, FieldTable::default()).await.with_context(|| format!("failed to declare queue {queue}"))?;
     }
     let mut retry_args = FieldTable::default();
     // Expired retries go back to the work queue through the default exchange.
@@ -148,8 +143,6 @@ pub async fn publish_confirmed(ch: &Channel, queue: &str, body: &[u8], props: Ba
 pub struct Publisher {
     url: SecretString,
     queues: Vec<String>,
-    /// Length bounds of the queues made by this publisher (see [`declare_topology`]).
-    max_lengths: std::collections::HashMap<String, u32>,
     timeout: Duration,
     state: Mutex<Option<(Connection, Channel)>>,
 }
@@ -157,16 +150,7 @@ pub struct Publisher {
 impl Publisher {
     /// Nothing is opened until the first publish (or [`Publisher::ensure_connected`]).
     pub fn new(url: SecretString, queues: Vec<String>, timeout: Duration) -> Self {
-        Self { url, queues, max_lengths: Default::default(), timeout, state: Mutex::new(None) }
-    }
-
-    /// Makes `queue`, when this publisher is the first to declare it, bounded to `max_length`
-    /// ready messages. Every declarer of a queue must agree on it.
-    pub fn with_max_length(mut self, queue: &str, max_length: Option<u32>) -> Self {
-        if let Some(n) = max_length {
-            self.max_lengths.insert(queue.to_owned(), n);
-        }
-        self
+        Self { url, queues, timeout, state: Mutex::new(None) }
     }
 
     async fn channel(&self) -> anyhow::Result<Channel> {
@@ -182,7 +166,7 @@ impl Publisher {
         let conn = connect(&self.url).await?;
         let ch = confirm_channel(&conn).await?;
         for q in &self.queues {
-            declare_topology(&conn, q, self.max_lengths.get(q).copied()).await?;
+            declare_topology(&conn, q).await?;
         }
         *state = Some((conn, ch.clone()));
         Ok(ch)
@@ -191,6 +175,20 @@ impl Publisher {
     /// Connects now (start-up check); errors are returned, not retried.
     pub async fn ensure_connected(&self) -> anyhow::Result<()> {
         tokio::time::timeout(self.timeout, self.channel()).await.map_err(|_| anyhow!("timed out connecting to RabbitMQ"))?.map(|_| ())
+    }
+
+    /// Messages ready in `queue` (one of this publisher's), within the timeout.
+    pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<u32> {
+        let attempt = async {
+            let ch = self.channel().await?;
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            let q = ch
+                .queue_declare(queue, passive, FieldTable::default())
+                .await
+                .with_context(|| format!("failed to inspect queue {queue}"))?;
+            anyhow::Ok(q.message_count())
+        };
+        tokio::time::timeout(self.timeout, attempt).await.map_err(|_| anyhow!("timed out inspecting queue {queue}"))?
     }
 
     /// True when a healthy connection is open now (readiness).

@@ -145,13 +145,6 @@ pub fn video_queue(env: &Env) -> String {
     env.string_or("VIDEO_QUEUE", "video")
 }
 
-/// `VIDEO_QUEUE_MAX_LENGTH`: ready messages the video queue holds before publishes are refused
-/// (the gateway then answers 503); `0` for no bound. Read by every service that declares the
-/// video queue (gateway and converter), which must agree on it.
-pub fn video_queue_max_length(env: &Env) -> Result<Option<u32>, ConfigError> {
-    Ok(Some(env.parse_or("VIDEO_QUEUE_MAX_LENGTH", 10_000u32)?).filter(|n| *n > 0))
-}
-
 /// `MP3_QUEUE`, the queue of finished mp3s (and failure notices).
 pub fn mp3_queue(env: &Env) -> String {
     env.string_or("MP3_QUEUE", "mp3")

@@ -62,9 +62,6 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerSettings {
     pub amqp_url: SecretString,
     pub queue: String,
-    /// Bound on the queue's ready messages when this consumer creates it (see
-    /// [`amqp::declare_topology`]).
-    pub max_length: Option<u32>,
     pub prefetch: u16,
     /// Jobs handled at once.
     pub concurrency: usize,
@@ -110,7 +107,7 @@ async fn session<H: Handler>(
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(&settings.amqp_url).await?;
     let ch = amqp::confirm_channel(&conn).await?;
-    amqp::declare_topology(&conn, &settings.queue, settings.max_length).await?;
+    amqp::declare_topology(&conn, &settings.queue).await?;
     ch.basic_qos(settings.prefetch, BasicQosOptions::default()).await.context("failed to set prefetch")?;
     let tag = format!("mp3converter-{}", std::process::id());
     let mut deliveries = ch

@@ -35,7 +35,6 @@ async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     let settings = ConsumerSettings {
         amqp_url: SecretString::from(amqp_url()),
         queue: queue.clone(),
-        max_length: None,
         prefetch: 1,
         concurrency: 1,
         retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(100), max_redeliveries: 3 },
@@ -98,7 +97,6 @@ async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
     let settings = ConsumerSettings {
         amqp_url: SecretString::from(amqp_url()),
         queue: queue.clone(),
-        max_length: None,
         prefetch: 1,
         concurrency: 1,
         retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50), max_redeliveries: 3 },

@@ -117,7 +117,7 @@ async fn mp3_files(mongo: &mongodb::Client, names: &Names) -> Vec<Document> {
 async fn publish_raw(queue: &str, body: &[u8]) {
     let (conn, ch) = testkit::amqp_channel().await.expect("broker reachable");
     ch.confirm_select(Default::default()).await.unwrap();
-    amqp::declare_topology(&conn, queue, None).await.unwrap();
+    amqp::declare_topology(&conn, queue).await.unwrap();
     amqp::publish_confirmed(&ch, queue, body, amqp::json_properties(Default::default())).await.unwrap();
 }
 

@@ -105,9 +105,9 @@ async fn id3_tagged_playlist_upload_gets_the_not_media_mail_not_the_named_file()
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
 
-/// A bounded video queue: once `VIDEO_QUEUE_MAX_LENGTH` uploads wait for a converter, the broker
-/// refuses the next publish and the gateway answers 503 with `Retry-After`, keeping nothing of
-/// that upload; the uploads accepted before stay queued.
+/// A bounded backlog: once `VIDEO_QUEUE_MAX_LENGTH` uploads wait for a converter, the gateway
+/// answers 503 with `Retry-After` and keeps nothing of the next upload; the uploads accepted
+/// before stay queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_video_queue_answers_503_with_retry_after_and_loses_nothing_accepted() {
     let mut stack = Stack::start(&[("VIDEO_QUEUE_MAX_LENGTH", "2")]).await.expect("stack starts");

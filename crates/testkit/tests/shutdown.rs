@@ -43,7 +43,7 @@ async fn queue_job(names: &Names) -> ObjectId {
         .unwrap();
     let (conn, ch) = testkit::amqp_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    common::amqp::declare_topology(&conn, &names.video_queue, None).await.unwrap();
+    common::amqp::declare_topology(&conn, &names.video_queue).await.unwrap();
     let body = JobMessage::new_video(id.to_hex(), "a@example.com").to_json();
     common::amqp::publish_confirmed(&ch, &names.video_queue, &body, common::amqp::json_properties(Default::default())).await.unwrap();
     id

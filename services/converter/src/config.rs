@@ -21,8 +21,6 @@ pub struct Config {
     /// `AMQP_URL`
     pub amqp_url: SecretString,
     pub video_queue: String,
-    /// `VIDEO_QUEUE_MAX_LENGTH` (see `common::config::video_queue_max_length`).
-    pub video_queue_max_length: Option<u32>,
     pub mp3_queue: String,
     /// Conversions run at once.
     pub concurrency: usize,
@@ -62,7 +60,6 @@ impl Config {
             mp3s_db: config::mp3s_db(env),
             amqp_url: config::amqp_url(env),
             video_queue: config::video_queue(env),
-            video_queue_max_length: config::video_queue_max_length(env)?,
             mp3_queue: config::mp3_queue(env),
             concurrency,
             prefetch: prefetch.max(1),

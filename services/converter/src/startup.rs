@@ -26,7 +26,6 @@ impl Application {
         let settings = ConsumerSettings {
             amqp_url: config.amqp_url.clone(),
             queue: config.video_queue.clone(),
-            max_length: config.video_queue_max_length,
             prefetch: config.prefetch,
             concurrency: config.concurrency,
             retry: config.retry.clone(),

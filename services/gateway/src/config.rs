@@ -19,7 +19,7 @@ pub struct Config {
     pub amqp_url: SecretString,
     pub video_queue: String,
     /// `VIDEO_QUEUE_MAX_LENGTH`: uploads waiting for a converter before new ones are refused
-    /// with 503 (see `common::config::video_queue_max_length`).
+    /// with 503 and `Retry-After`; `0` for no bound.
     pub video_queue_max_length: Option<u32>,
     /// Largest accepted upload in bytes.
     pub max_upload_bytes: u64,
@@ -98,7 +98,7 @@ impl Config {
             mongo_pool_max: env.parse_or("MONGODB_POOL_MAX", 32)?,
             amqp_url: config::amqp_url(env),
             video_queue: config::video_queue(env),
-            video_queue_max_length: config::video_queue_max_length(env)?,
+            video_queue_max_length: Some(env.parse_or("VIDEO_QUEUE_MAX_LENGTH", 10_000u32)?).filter(|n| *n > 0),
             max_upload_bytes: env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
             dependency_timeout: env.seconds_or("DEPENDENCY_TIMEOUT_SECONDS", 5)?,
             auth_pool_max_idle: env.parse_or("AUTH_POOL_MAX_IDLE", 32)?,

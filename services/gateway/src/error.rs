@@ -36,6 +36,9 @@ pub enum GatewayError {
     /// This replica streams as many uploads as it may (`MAX_CONCURRENT_UPLOADS`).
     #[error("too many uploads in progress; try again later")]
     Busy,
+    /// `VIDEO_QUEUE_MAX_LENGTH` uploads are waiting for a converter.
+    #[error("too many videos are waiting for conversion; try again later")]
+    QueueFull,
     #[error("unsupported file type: upload an audio or video file")]
     UnsupportedMedia,
     #[error("invalid job id: expected a 24-character hexadecimal id")]
@@ -85,6 +88,7 @@ impl GatewayError {
             GatewayError::FieldTooLarge { .. } => "field_too_large",
             GatewayError::Quota { .. } => "quota",
             GatewayError::Busy => "busy",
+            GatewayError::QueueFull => "queue_full",
             GatewayError::UnsupportedMedia => "unsupported_media",
             GatewayError::RangeNotSatisfiable { .. } => "bad_range",
             GatewayError::Unavailable(_) => "unavailable",
@@ -112,7 +116,7 @@ impl IntoResponse for GatewayError {
             | GatewayError::InvalidOption { .. } => StatusCode::BAD_REQUEST,
             GatewayError::FieldTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Quota { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Busy | GatewayError::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound | GatewayError::JobNotFound => StatusCode::NOT_FOUND,
             GatewayError::BadLink(common::links::LinkError::Expired) | GatewayError::Gone(_) => StatusCode::GONE,
             GatewayError::BadLink(common::links::LinkError::Tampered) => StatusCode::FORBIDDEN,
@@ -129,7 +133,7 @@ impl IntoResponse for GatewayError {
         }
         let mut resp = (status, self.to_string()).into_response();
         match &self {
-            GatewayError::Unavailable(_) | GatewayError::Busy => {
+            GatewayError::Unavailable(_) | GatewayError::Busy | GatewayError::QueueFull => {
                 resp.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
             }
             GatewayError::Quota { retry_after, .. } => {

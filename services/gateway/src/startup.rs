@@ -30,6 +30,8 @@ pub struct AppState {
     pub mp3s: Database,
     pub publisher: Arc<Publisher>,
     pub video_queue: String,
+    /// `VIDEO_QUEUE_MAX_LENGTH`: refuse uploads while this many wait in the video queue.
+    pub video_queue_max_length: Option<u32>,
     pub max_upload_bytes: u64,
     pub trusted_proxy_hops: usize,
     /// One permit per upload streaming on this replica (`MAX_CONCURRENT_UPLOADS`).
@@ -87,8 +89,7 @@ impl Application {
             .build()
             .context("failed to build the HTTP client")?;
         let mongo = gridfs::client(&config.mongo, config.dependency_timeout, config.mongo_pool_max).await?;
-        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout)
-            .with_max_length(&config.video_queue, config.video_queue_max_length);
+        let publisher = Publisher::new(config.amqp_url.clone(), vec![config.video_queue.clone()], config.dependency_timeout);
         let videos = mongo.database(&config.videos_db);
         let state = AppState {
             jobs: JobStore::new(&videos),
@@ -100,6 +101,7 @@ impl Application {
             mp3s: mongo.database(&config.mp3s_db),
             publisher: Arc::new(publisher),
             video_queue: config.video_queue.clone(),
+            video_queue_max_length: config.video_queue_max_length,
             max_upload_bytes: config.max_upload_bytes,
             trusted_proxy_hops: config.trusted_proxy_hops,
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),

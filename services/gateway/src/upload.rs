@@ -104,6 +104,18 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
     let ping = state.videos.run_command(doc! {"ping": 1}).await;
     ping.map_err(|e| from_mongo(anyhow::Error::new(e).context("MongoDB is unreachable")))?;
     state.publisher.ensure_connected().await.map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
+    if let Some(max) = state.video_queue_max_length {
+        // The backlog is bounded here, not by the broker: a full queue would drop the retries
+        // dead-lettered back into it. Replicas racing may pass the bound by a few, never lose one.
+        let depth = state
+            .publisher
+            .queue_depth(&state.video_queue)
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
+        if depth >= max {
+            return Err(GatewayError::QueueFull);
+        }
+    }
     let allowed_today = quota::check_before(&state.quotas, &quota::usage(state, &claims.username, &state.quotas).await?)?;
 
     let progress = Progress::default();

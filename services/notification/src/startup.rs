@@ -29,7 +29,6 @@ impl Application {
         let settings = ConsumerSettings {
             amqp_url: config.amqp_url.clone(),
             queue: config.mp3_queue.clone(),
-            max_length: None,
             prefetch: config.prefetch,
             concurrency: usize::from(config.prefetch),
             retry: config.retry.clone(),
