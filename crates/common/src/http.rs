@@ -2,12 +2,13 @@
 //! context in spans, request metrics, `GET /metrics`, and a server whose connections are bounded
 //! in number and in time.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -16,6 +17,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use metrics::{Counter, Histogram};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -43,14 +45,41 @@ pub fn with_tracing(router: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         // The span is the one `observe` opened around the request.
         .layer(TraceLayer::new_for_http().make_span_with(|_: &Request<_>| tracing::Span::current()))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(RequestMetrics::default(), observe))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .route("/metrics", get(crate::metrics::render))
 }
 
+/// The request metrics' handles by route, then method and status. Looking a labelled metric up
+/// in the recorder builds and hashes its key (three owned label values) twice a request; the
+/// handles, once made, are reused. Bounded like the labels: routes are patterns, methods and
+/// statuses fixed sets.
+#[derive(Clone, Default)]
+struct RequestMetrics(Arc<std::sync::RwLock<HashMap<String, ByMethodAndStatus>>>);
+
+/// One route's handles: (method, status) -> (`http_requests_total`, `http_request_duration_seconds`).
+type ByMethodAndStatus = HashMap<(&'static str, u16), (Counter, Histogram)>;
+
+impl RequestMetrics {
+    fn record(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        let found = self.0.read().ok().and_then(|m| m.get(route).and_then(|r| r.get(&(method, status))).cloned());
+        let (counter, histogram) = found.unwrap_or_else(|| {
+            let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+            let handles =
+                (metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels), metrics::histogram!(crate::metrics::HTTP_DURATION, &labels));
+            if let Ok(mut m) = self.0.write() {
+                m.entry(route.to_owned()).or_default().insert((method, status), handles.clone());
+            }
+            handles
+        });
+        histogram.record(seconds);
+        counter.increment(1);
+    }
+}
+
 /// Opens the request's span in its trace (the span for log lines, the task-local for outgoing
 /// calls) and records `http_requests_total` and `http_request_duration_seconds`.
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe(State(metrics): State<RequestMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
     let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
@@ -63,15 +92,10 @@ async fn observe(req: Request, next: Next) -> Response {
     );
     let ctx = crate::telemetry::enter_trace(&span, parent);
     let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = ctx.scope(next.run(req)).instrument(span).await;
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::histogram!(crate::metrics::HTTP_DURATION, &labels).record(start.elapsed().as_secs_f64());
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels).increment(1);
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    metrics.record(method, route, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
