@@ -345,29 +345,19 @@ impl JobStore {
 
     /// Jobs in `state` that ended before `cutoff` (retention), oldest first.
     pub async fn ended_before(&self, state: JobState, cutoff: DateTime, limit: i64) -> anyhow::Result<Vec<JobDoc>> {
-        self.jobs
-            .find(doc! {"state": state.as_str(), "ended_at": {"$lt": cutoff}})
-            .sort(doc! {"ended_at": 1})
-            .limit(limit)
-            .await
-            .context("failed to find ended jobs")?
-            .try_collect()
-            .await
-            .context("failed to find ended jobs")
+        self.oldest_ended(doc! {"state": state.as_str(), "ended_at": {"$lt": cutoff}}, limit).await
     }
 
     /// Ended jobs (done or failed before `cutoff`) whose video is still stored.
     pub async fn sources_to_remove(&self, cutoff: DateTime, limit: i64) -> anyhow::Result<Vec<JobDoc>> {
         let states = vec![JobState::Done.as_str(), JobState::Failed.as_str()];
-        self.jobs
-            .find(doc! {"state": {"$in": states}, "ended_at": {"$lt": cutoff}, "source_removed": {"$ne": true}})
-            .sort(doc! {"ended_at": 1})
-            .limit(limit)
-            .await
-            .context("failed to find ended jobs")?
-            .try_collect()
-            .await
-            .context("failed to find ended jobs")
+        self.oldest_ended(doc! {"state": {"$in": states}, "ended_at": {"$lt": cutoff}, "source_removed": {"$ne": true}}, limit).await
+    }
+
+    /// Up to `limit` jobs matching `filter`, those that ended first first.
+    async fn oldest_ended(&self, filter: mongodb::bson::Document, limit: i64) -> anyhow::Result<Vec<JobDoc>> {
+        let found = self.jobs.find(filter).sort(doc! {"ended_at": 1}).limit(limit).await.context("failed to find ended jobs")?;
+        found.try_collect().await.context("failed to find ended jobs")
     }
 
     /// Records that the job's video was removed.

@@ -83,19 +83,23 @@ pub fn ensure_executable(program: &Path) -> Result<(), FfError> {
     }
 }
 
+/// Starts `program` with `args`, its output piped and no input; killed when its handle drops
+/// (a job that times out or is cancelled leaves no ffmpeg behind).
+fn spawn(program: &Path, args: &[impl AsRef<OsStr>]) -> Result<tokio::process::Child, FfError> {
+    Command::new(program).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().map_err(
+        |e| {
+            let program = program.display().to_string();
+            match e.kind() {
+                std::io::ErrorKind::NotFound => FfError::NotFound { program },
+                _ => FfError::Io { program, source: e },
+            }
+        },
+    )
+}
+
 async fn run(program: &Path, args: &[&OsStr], timeout: Duration) -> Result<Vec<u8>, FfError> {
     let name = program.display().to_string();
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FfError::NotFound { program: name.clone() },
-            _ => FfError::Io { program: name.clone(), source: e },
-        })?;
+    let mut child = spawn(program, args)?;
     let (stdout, stderr) = (child.stdout.take().expect("stdout is piped"), child.stderr.take().expect("stderr is piped"));
     // Both pipes are drained to the end while the child runs (a full pipe would stall it), but
     // only a bounded amount of each is kept.
@@ -243,17 +247,7 @@ pub async fn convert(
     };
     let name = ffmpeg.display().to_string();
     let io_error = |e: std::io::Error| FfError::Io { program: name.clone(), source: e };
-    let mut child = Command::new(ffmpeg)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FfError::NotFound { program: name.clone() },
-            _ => FfError::Io { program: name.clone(), source: e },
-        })?;
+    let mut child = spawn(ffmpeg, &args)?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let report = async move {
