@@ -118,7 +118,10 @@ async fn a_followed_conversion_reports_its_states_and_progress_and_mails_a_worki
         elapsed.as_secs_f64(),
         seen.len()
     );
-    assert!(per_minute <= 70.0, "progress writes are throttled to about one a second: {per_minute}/min");
+    // At most one progress write a second, plus the few state changes (created, converting with
+    // its duration, done): a short conversion's rate per minute is dominated by the latter.
+    let allowed = elapsed.as_secs_f64().ceil() as i64 + 5;
+    assert!(writes <= allowed, "progress writes are throttled to one a second: {writes} writes in {elapsed:?} ({per_minute:.0}/min)");
 
     // The mail keeps the original line and adds a link that works without a token, with ranges.
     let mails = wait_for_mails(&owner, 1, Duration::from_secs(60)).await.unwrap();
