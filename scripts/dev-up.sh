@@ -60,27 +60,24 @@ else
 fi
 log "applied init.sql and dev-seed.sql (database auth, user auth_user, demo user georgio@email.com)"
 
-# --- JWT secret: made once, kept across runs --------------------------------------------------
+# --- secrets made once, kept across runs: auth's JWT secret, and the download-link key that the
+# gateway and the notifier share ----------------------------------------------------------------
+# make_secret FILE WHAT: 48 random bytes (base64) into FILE, readable by its owner only, unless
+# FILE already holds one.
+make_secret() {
+  local file=$1 what=$2
+  [[ -s $file ]] && return 0
+  (
+    umask 077
+    head -c 48 /dev/urandom | base64 -w0 >"$file.tmp"
+    mv -f -- "$file.tmp" "$file"
+  )
+  log "generated $what in $file"
+}
 jwt_file=$MP3C_DEV_DIR/jwt_secret
-if [[ ! -s $jwt_file ]]; then
-  (
-    umask 077
-    head -c 48 /dev/urandom | base64 -w0 >"$jwt_file.tmp"
-    mv -f -- "$jwt_file.tmp" "$jwt_file"
-  )
-  log "generated a JWT secret in $jwt_file"
-fi
-
-# --- download-link key (gateway and notification share it): made once, kept across runs -------
+make_secret "$jwt_file" "a JWT secret"
 link_file=$MP3C_DEV_DIR/download_link_secret
-if [[ ! -s $link_file ]]; then
-  (
-    umask 077
-    head -c 48 /dev/urandom | base64 -w0 >"$link_file.tmp"
-    mv -f -- "$link_file.tmp" "$link_file"
-  )
-  log "generated a download-link key in $link_file"
-fi
+make_secret "$link_file" "a download-link key"
 link_secret=$(<"$link_file")
 # Signed links in mails and job JSON point at the local gateway, so they work from this machine.
 public_url=http://127.0.0.1:8080
