@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline figures of the release build: time from upload to the "ready" email for a 60-second
 # video (median of N runs), and the gateway's peak resident memory (VmHWM of a fresh process)
-# while it streams a ~500 MB upload into GridFS. Measured by crates/bench (`bench pipeline`);
+# while it streams a ~500 MB upload into GridFS. Measured by crates/xtask (`xtask pipeline`);
 # this script starts the dependencies and builds it.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -31,4 +31,4 @@ cd "$MP3C_ROOT"
 if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then PATH=$HOME/.cargo/bin:$PATH; fi
 bash scripts/deps.sh >/dev/null
 cargo build --release --bins --quiet
-exec "${CARGO_TARGET_DIR:-$MP3C_ROOT/target}/release/bench" pipeline "$@"
+exec "${CARGO_TARGET_DIR:-$MP3C_ROOT/target}/release/xtask" pipeline "$@"

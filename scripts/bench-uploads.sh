@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13, point 12: the gateway's memory under many concurrent uploads, measured by
-# `bench concurrent-uploads` (crates/bench) against a freshly started stack of release binaries.
+# `xtask concurrent-uploads` (crates/xtask) against a freshly started stack of release binaries.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -27,5 +27,5 @@ MP3C_ME=bench-uploads
 source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
 cd "$MP3C_ROOT"
 bash "$MP3C_ROOT/scripts/deps.sh"
-cargo build --release --bins -p auth -p gateway -p converter -p notification -p bench
-exec target/release/bench concurrent-uploads "$@"
+cargo build --release --bins -p auth -p gateway -p converter -p notification -p xtask
+exec target/release/xtask concurrent-uploads "$@"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Performance benchmark of the four services against baselines measured in the same run on the
 # same servers (docs/performance.md has the figures and how to read them). This script installs
-# what the benchmark needs, builds it and runs it; the benchmark itself is Rust (crates/bench,
-# `bench bench`): it generates its media, starts its own throwaway SecantusDB (unless
+# what the benchmark needs, builds it and runs it; the benchmark itself is Rust (crates/xtask,
+# `xtask bench`): it generates its media, starts its own throwaway SecantusDB (unless
 # BENCH_MONGODB_URI is set) and the release binaries, measures, prints the table, writes
 # target/bench/results.json and removes everything it started or created.
 # shellcheck source-path=SCRIPTDIR
@@ -27,8 +27,8 @@ usage: scripts/bench.sh [-h|--help] [--quick]
   Exit status: 0 when every figure passes, 3 when one misses its target, 2 on a usage error,
   1 when the run itself failed (its work directory with the logs is kept then).
   The table is also written to .dev/bench-{quick,full}.txt, the results to
-  target/bench/results.json; `target/release/bench render --write docs/performance.md` puts
-  them into the document. All options: target/release/bench bench --help
+  target/bench/results.json; `target/release/xtask render --write docs/performance.md` puts
+  them into the document. All options: target/release/xtask bench --help
 USAGE
 }
 
@@ -73,9 +73,9 @@ if [[ -z ${BENCH_MONGODB_URI:-} ]] && ! python3 -c 'import secantus' 2>/dev/null
 fi
 
 log "building release binaries (cargo build --release --bins)"
-cargo build --release --bins -p auth -p gateway -p converter -p notification -p bench >"$MP3C_LOG_DIR/bench-build.log" 2>&1 || {
+cargo build --release --bins -p auth -p gateway -p converter -p notification -p xtask >"$MP3C_LOG_DIR/bench-build.log" 2>&1 || {
   show_log_tail "$MP3C_LOG_DIR/bench-build.log"
   die "cargo build failed; log: $MP3C_LOG_DIR/bench-build.log"
 }
 target_dir=${CARGO_TARGET_DIR:-$MP3C_ROOT/target}
-exec "$target_dir/release/bench" bench "$mode"
+exec "$target_dir/release/xtask" bench "$mode"

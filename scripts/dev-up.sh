@@ -91,7 +91,7 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$MP3C_ROOT/target}
 [[ $target_dir == /* ]] || target_dir=$MP3C_ROOT/$target_dir
 bin_dir=$target_dir/$profile
-for bin in "${MP3C_SERVICES[@]}" bench; do
+for bin in "${MP3C_SERVICES[@]}" xtask; do
   [[ -x $bin_dir/$bin ]] || die "binary $bin_dir/$bin not found (build it, or drop --no-build)"
 done
 
@@ -107,15 +107,15 @@ for svc in "${MP3C_SERVICES[@]}"; do
   fi
 done
 
-# start_service NAME: start NAME's binary on its port with the environment `bench service-env`
+# start_service NAME: start NAME's binary on its port with the environment `xtask service-env`
 # prints for it (testkit::ServiceEnv, the one definition the tests and the benchmark use too:
 # local servers, default queue and database names, init.sql's auth user, MONGODB_URI when set),
 # exported in a subshell: secrets never appear on a command line.
 start_service() {
   local svc=$1 env_lines vars=()
-  env_lines=$("$bin_dir/bench" service-env "$svc" --port "${MP3C_SERVICE_PORT[$svc]}" \
+  env_lines=$("$bin_dir/xtask" service-env "$svc" --port "${MP3C_SERVICE_PORT[$svc]}" \
     --auth-port "${MP3C_SERVICE_PORT[auth]}" --public-url "$public_url" --jwt-secret-file "$jwt_file") ||
-    die "bench service-env $svc failed"
+    die "xtask service-env $svc failed"
   mapfile -t vars <<<"$env_lines"
   (
     # shellcheck disable=SC2163 # "${vars[@]}" holds NAME=VALUE words, exported as such

@@ -1,5 +1,5 @@
 //! How each service is started: the one definition of the environment each binary reads, used by
-//! [`crate::Stack`] and by the benchmark (`crates/bench`). A service gets exactly the variables
+//! [`crate::Stack`] and by the benchmark (`crates/xtask`). A service gets exactly the variables
 //! it reads (docs/configuration.md), so a variable added to a service is added here once.
 
 use std::path::Path;

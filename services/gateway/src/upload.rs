@@ -41,7 +41,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// GridFS chunk size of uploaded videos. An upload streaming holds about three of them (the
 /// driver's chunk buffer, the serialized chunk waiting for a pool connection, our read buffer)
-/// besides its connection's 64 KiB buffer: measured (bench concurrent-uploads), 1 MiB chunks
+/// besides its connection's 64 KiB buffer: measured (xtask concurrent-uploads), 1 MiB chunks
 /// cost ~1.8 MiB per upload, 256 KiB ~1.1 MiB, 64 KiB ~0.65 MiB. Only the converter reads
 /// videos, whole, so small chunks cost little there; mp3s, which downloads serve, keep
 /// [`gridfs::CHUNK_SIZE`].

@@ -1,4 +1,4 @@
-//! `bench concurrent-uploads`: the gateway's memory under many concurrent uploads (issue 13,
+//! `xtask concurrent-uploads`: the gateway's memory under many concurrent uploads (issue 13,
 //! point 12), run by `scripts/bench-uploads.sh`.
 
 use std::time::{Duration, Instant};

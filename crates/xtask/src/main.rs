@@ -1,14 +1,14 @@
 //! The benchmark of mp3converter, in the style of rust-analyzer's xtask: orchestration and
 //! arithmetic in Rust, typed results written as JSON, the tables of `docs/performance.md`
-//! rendered from that JSON. `scripts/bench.sh` installs what is missing and runs `bench bench`.
+//! rendered from that JSON. `scripts/bench.sh` installs what is missing and runs `xtask bench`.
 //!
 //! ```text
-//! bench bench [quick|full]   the benchmark (table on stdout, target/bench/results.json)
-//! bench pipeline             upload-to-email latency and the gateway's memory on a large upload
-//! bench render               docs/performance.md's generated section from results.json
-//! bench service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
-//! bench concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
-//! bench put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
+//! xtask bench [quick|full]   the benchmark (table on stdout, target/bench/results.json)
+//! xtask pipeline             upload-to-email latency and the gateway's memory on a large upload
+//! xtask render               docs/performance.md's generated section from results.json
+//! xtask service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
+//! xtask concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
+//! xtask put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
 //!                            single measurements and clean-up, for ad-hoc runs
 //! ```
 
@@ -30,7 +30,7 @@ use mongodb::bson::oid::ObjectId;
 use crate::report::Report;
 
 #[derive(Parser)]
-#[command(name = "bench", about = "Benchmark of the mp3converter services against same-run baselines")]
+#[command(name = "xtask", about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -216,7 +216,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { input, write: target } => {
-            let text = std::fs::read_to_string(&input).with_context(|| format!("read {} (run `bench bench` first)", input.display()))?;
+            let text = std::fs::read_to_string(&input).with_context(|| format!("read {} (run `xtask bench` first)", input.display()))?;
             let report: Report = serde_json::from_str(&text).with_context(|| format!("{} is not a results file", input.display()))?;
             let section = report.markdown();
             match target {
