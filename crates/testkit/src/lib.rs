@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use sqlx::{Connection, Executor, MySqlConnection};
 
+pub mod manifests;
 mod service_env;
 pub use service_env::{Servers, Service, ServiceEnv, Wiring};
 
@@ -359,10 +360,14 @@ pub fn audio_duration(path: &Path) -> anyhow::Result<f64> {
     }
 }
 
+/// The repository's root (where this crate was compiled from).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// Where cargo put the workspace's binaries.
 pub fn bin_path(name: &str) -> PathBuf {
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let path = target.join(profile).join(name);
     assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
