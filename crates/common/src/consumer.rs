@@ -178,14 +178,7 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
     let job = Job { body: delivery.data.clone(), attempt };
     // The trace the message arrived with (the upload's), or a new one for a message without.
     let parent = crate::trace::from_amqp(delivery.properties.headers().as_ref()).as_deref().and_then(TraceContext::parse);
-    let span = tracing::info_span!(
-        "job",
-        queue = %settings.queue,
-        delivery_tag = delivery.delivery_tag,
-        attempt,
-        trace_id = tracing::field::Empty
-    );
-    let ctx = crate::telemetry::enter_trace(&span, parent);
+    let (span, ctx) = crate::telemetry::trace_span!(parent, "job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
     let work = async {
         // A delivery that comes back unsettled may be one whose handling kills its consumer
         // (OOM, a crash in ffmpeg's parent): handled again as it is, it would kill consumer

@@ -3,17 +3,18 @@
 //! in number and in time.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::HeaderName;
-use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use futures_util::future::BoxFuture;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -24,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
-use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
 use crate::trace::{TraceContext, TRACEPARENT};
@@ -43,9 +43,7 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 pub fn with_tracing(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // The span is the one `observe` opened around the request.
-        .layer(TraceLayer::new_for_http().make_span_with(|_: &Request<_>| tracing::Span::current()))
-        .layer(middleware::from_fn_with_state(RequestMetrics::default(), observe))
+        .layer(ObserveLayer::default())
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .route("/metrics", get(crate::metrics::render))
 }
@@ -77,26 +75,68 @@ impl RequestMetrics {
     }
 }
 
-/// Opens the request's span in its trace (the span for log lines, the task-local for outgoing
-/// calls) and records `http_requests_total` and `http_request_duration_seconds`.
-async fn observe(State(metrics): State<RequestMetrics>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
-    let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %id,
-        trace_id = tracing::field::Empty
-    );
-    let ctx = crate::telemetry::enter_trace(&span, parent);
-    let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = ctx.scope(next.run(req)).instrument(span).await;
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.record(method, route, response.status().as_u16(), start.elapsed().as_secs_f64());
-    response
+/// The layer of [`Observe`].
+#[derive(Clone, Default)]
+struct ObserveLayer(RequestMetrics);
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, metrics: self.0.clone() }
+    }
+}
+
+/// Runs each request inside its span and its trace (the span for log lines, the task-local for
+/// outgoing calls), records `http_requests_total` and `http_request_duration_seconds`, and
+/// logs server errors. A plain service rather than `middleware::from_fn` and tower-http's
+/// `TraceLayer`: those box the inner service per request and wrap the response body, a cost
+/// the hot paths (auth's `/validate`, the gateway's authenticated routes) pay on every call.
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    metrics: RequestMetrics,
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let start = Instant::now();
+        let parent = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+        let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+        let (span, ctx) =
+            crate::telemetry::trace_span!(parent, "request", method = %req.method(), path = %req.uri().path(), request_id = %id);
+        let method = method_label(req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let metrics = self.metrics.clone();
+        let response = self.inner.call(req);
+        let work = async move {
+            let Ok(response) = response.await;
+            let status = response.status();
+            let elapsed = start.elapsed();
+            let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            metrics.record(method, route, status.as_u16(), elapsed.as_secs_f64());
+            let latency_ms = elapsed.as_millis();
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), latency_ms, "response failed");
+            } else {
+                tracing::debug!(status = status.as_u16(), latency_ms, "finished processing request");
+            }
+            Ok(response)
+        };
+        Box::pin(ctx.scope(work.instrument(span)))
+    }
 }
 
 /// The standard methods by name; anything else (any token is a valid method) is `other`.

@@ -63,22 +63,46 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
-/// The trace context of a request or job whose span is `span`: the sender's trace (`parent`)
-/// continued, or a new one. Records it as the span's `trace_id` field. With OTLP export on,
-/// the exported span is this context (same trace, and its span id is what outgoing calls name
-/// as their parent).
-pub fn enter_trace(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+/// Whether spans are exported (OTLP configured and its exporter built).
+pub fn exporting() -> bool {
+    OTLP.get().is_some()
+}
+
+/// Opens an `info` span named `$name` with the given fields and a `trace_id`, for a request or
+/// job whose sender's trace context is `$parent` (`Option<TraceContext>`): that trace
+/// continued, or a new one. Evaluates to `(Span, TraceContext)`.
+///
+/// Without export, the context is made first and the span is born with its `trace_id`: one
+/// formatting of the span's fields. With export, the exported span's ids are the context (same
+/// trace; its span id is what outgoing calls name as their parent), known only once the span
+/// exists, so `trace_id` is recorded afterwards ([`enter_trace`]).
+macro_rules! trace_span {
+    ($parent:expr, $name:literal, $($field:tt)*) => {{
+        let parent: Option<$crate::trace::TraceContext> = $parent;
+        if $crate::telemetry::exporting() {
+            let span = ::tracing::info_span!($name, $($field)*, trace_id = ::tracing::field::Empty);
+            let ctx = $crate::telemetry::enter_trace(&span, parent);
+            (span, ctx)
+        } else {
+            let ctx = parent.map_or_else($crate::trace::TraceContext::new_root, |p| p.child());
+            (::tracing::info_span!($name, $($field)*, trace_id = %ctx.trace_id_hex()), ctx)
+        }
+    }};
+}
+pub(crate) use trace_span;
+
+/// The trace context of an exported span `span` (see [`trace_span`]): the sender's trace
+/// (`parent`) continued, or the exporter's new one; recorded as the span's `trace_id`.
+pub(crate) fn enter_trace(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
     let mut ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
-    if OTLP.get().is_some() {
-        if let Some(parent) = parent {
-            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.to_otel()));
-        }
-        let exported = span.context().span().span_context().clone();
-        if exported.is_valid() {
-            ctx = TraceContext::from_otel(&exported);
-        }
+    if let Some(parent) = parent {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.to_otel()));
     }
-    span.record("trace_id", tracing::field::display(ctx.trace_id()));
+    let exported = span.context().span().span_context().clone();
+    if exported.is_valid() {
+        ctx = TraceContext::from_otel(&exported);
+    }
+    span.record("trace_id", tracing::field::display(ctx.trace_id_hex()));
     ctx
 }
 

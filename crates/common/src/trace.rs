@@ -77,7 +77,18 @@ impl TraceContext {
 
     /// The 32 hex digits every log line of the trace carries.
     pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        self.trace_id_hex().to_string()
+    }
+
+    /// The trace id as 32 hex digits when displayed, without making a string first.
+    pub fn trace_id_hex(&self) -> impl fmt::Display {
+        struct Hex(u128);
+        impl fmt::Display for Hex {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", self.0)
+            }
+        }
+        Hex(self.trace_id)
     }
 
     /// The 16 hex digits of this span.
