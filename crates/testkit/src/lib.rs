@@ -97,7 +97,11 @@ pub const AUTH_GRANTS: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, IN
 pub async fn migrate_auth(admin_url: &str, database: &str) -> anyhow::Result<()> {
     use std::str::FromStr;
     let options = sqlx::mysql::MySqlConnectOptions::from_str(admin_url).context("a MySQL URL")?.database(database);
-    let pool = sqlx::mysql::MySqlPoolOptions::new().max_connections(1).connect_with(options).await.with_context(|| format!("connect to MySQL database {database}"))?;
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connect to MySQL database {database}"))?;
     auth::migrate(&pool).await.with_context(|| format!("apply the auth migrations to {database}"))?;
     pool.close().await;
     Ok(())
@@ -427,8 +431,7 @@ impl Proc {
     pub fn start(cmd: &mut Command, name: &str) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("mp3c-{name}-{}.log", unique()));
         let out = std::fs::File::create(&log)?;
-        let child =
-            cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn().with_context(|| format!("spawn {name}"))?;
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn().with_context(|| format!("spawn {name}"))?;
         Ok(Self { child, name: name.to_owned(), log, drop_grace: Duration::ZERO })
     }
 
@@ -442,7 +445,10 @@ impl Proc {
     /// `RUST_LOG=info`).
     pub fn spawn(name: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin_path(name));
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info").envs(env.iter().map(|(k, v)| (k, v)));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         Self::start(&mut cmd, name)
     }
 

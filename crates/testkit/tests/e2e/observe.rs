@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use testkit::{fid_from_mail, media, metric, poll_until, scrape, take_message, unique, unique_email, wait_for_mails, wait_metric, Media, Stack};
+use testkit::{
+    fid_from_mail, media, metric, poll_until, scrape, take_message, unique, unique_email, wait_for_mails, wait_metric, Media, Stack,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -146,7 +148,9 @@ async fn one_traceparent_is_followed_through_all_four_services() {
     for (service, trace_id, message) in expect {
         let proc_ = [&stack.gateway, &stack.converter, &stack.notification].into_iter().find(|p| p.name == service).unwrap();
         poll_until(&format!("{service}: a {message:?} line with trace {trace_id}"), Duration::from_secs(20), || {
-            std::future::ready(lines_with_trace(&proc_.log_text(), trace_id).iter().any(|l| l["fields"]["message"] == message).then_some(()))
+            std::future::ready(
+                lines_with_trace(&proc_.log_text(), trace_id).iter().any(|l| l["fields"]["message"] == message).then_some(()),
+            )
         })
         .await
         .unwrap_or_else(|e| panic!("{e}:\n{}", stack.logs()));
@@ -238,11 +242,7 @@ async fn a_real_prometheus_scrapes_the_four_services() {
     })
     .await;
     if let Err(e) = polled {
-        panic!(
-            "{e}: {:?}\n{}",
-            seen.lock().unwrap(),
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
-        );
+        panic!("{e}: {:?}\n{}", seen.lock().unwrap(), std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default());
     }
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
