@@ -201,12 +201,13 @@ impl Default for Names {
 /// ([`ServiceEnv`], as [`Stack`] starts them). `db` and `auth_port` are the auth service's
 /// database and port, for a test that runs auth or the gateway; others pass `None` and 0.
 pub fn test_env(service: Service, port: u16, names: &Names, db: Option<&AuthDb>, auth_port: u16) -> ServiceEnv {
-    const NO_DB: AuthDb = AuthDb { database: String::new(), user: String::new(), password: String::new() };
+    // Read only by auth, which is never started without a database.
+    let no_db = AuthDb { database: String::new(), user: String::new(), password: String::new() };
     let servers = Servers::from_test_env();
     let wiring = Wiring {
         servers: &servers,
         names,
-        mysql: db.unwrap_or(&NO_DB),
+        mysql: db.unwrap_or(&no_db),
         jwt_secret: JWT_SECRET,
         auth_port,
         // A local base URL: the development link key is accepted.

@@ -29,6 +29,18 @@ impl Handler for Fragile {
     }
 }
 
+/// One message at a time on `queue`, three attempts `base_delay` apart.
+fn settings(queue: &str, base_delay: Duration) -> ConsumerSettings {
+    ConsumerSettings {
+        amqp_url: SecretString::from(amqp_url()),
+        queue: queue.to_owned(),
+        prefetch: 1,
+        concurrency: 1,
+        retry: RetrySettings { max_attempts: 3, base_delay, max_redeliveries: 3 },
+        grace: Duration::from_secs(5),
+    }
+}
+
 /// Runs the consumer loop with `handler` until the returned token is cancelled; returns once it
 /// has attached to its queue.
 async fn attach<H: Handler>(
@@ -45,14 +57,7 @@ async fn attach<H: Handler>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     let queue = format!("panic-{}", unique());
-    let settings = ConsumerSettings {
-        amqp_url: SecretString::from(amqp_url()),
-        queue: queue.clone(),
-        prefetch: 1,
-        concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(100), max_redeliveries: 3 },
-        grace: Duration::from_secs(5),
-    };
+    let settings = settings(&queue, Duration::from_millis(100));
     let handler = Arc::new(Fragile { done: AtomicUsize::new(0), notices: AtomicUsize::new(0) });
     let (stop, ready, consumer) = attach(settings, handler.clone()).await;
 
@@ -100,16 +105,9 @@ impl Handler for Flaky {
 async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
     common::metrics::init();
     let queue = format!("trace-{}", unique());
-    let settings = ConsumerSettings {
-        amqp_url: SecretString::from(amqp_url()),
-        queue: queue.clone(),
-        prefetch: 1,
-        concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50), max_redeliveries: 3 },
-        grace: Duration::from_secs(5),
-    };
+    let settings = settings(&queue, Duration::from_millis(50));
     let handler = Arc::new(Flaky { seen: Default::default() });
-    let (stop, ready, consumer) = attach(settings, handler.clone()).await;
+    let (stop, _ready, consumer) = attach(settings, handler.clone()).await;
 
     let (conn, ch) = amqp_channel().await.unwrap();
     let publish_ch = common::amqp::confirm_channel(&conn).await.unwrap();

@@ -9,7 +9,7 @@ use common::jobs::{JobDoc, JobState, OutputOptions};
 use futures_util::StreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::Value;
-use testkit::{add_user, media, take_message, unique_email, Media};
+use testkit::{media, take_message, unique_email, Media};
 use tokio::sync::mpsc;
 
 use super::{spawn_app, TestApp};
@@ -116,7 +116,7 @@ async fn json_clients_get_202_and_the_job_while_the_original_clients_still_get_s
     assert_eq!(msg.json()["options"], serde_json::json!({"bitrate": "128k", "start": 0.5}));
 
     // The original's client: 200 success!, and its message has exactly the original's fields.
-    let (status, body) = super::upload(&gw, "plain.mkv", bytes).await;
+    let (status, body) = gw.upload("plain.mkv", bytes).await;
     assert_eq!((status, body.as_str()), (200, "success!"));
     let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("queued");
     let mut keys: Vec<String> = msg.json().as_object().unwrap().keys().cloned().collect();
