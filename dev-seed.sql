@@ -1,9 +1,11 @@
--- DEVELOPMENT ONLY: the accounts of the local development setup, applied after init.sql by
--- scripts/dev-up.sh and the tests. Never apply it to a database that holds real data: both
+-- DEVELOPMENT ONLY: the accounts of the local development setup, applied by the local set-up and
+-- the tests after init.sql AND the auth service's migrations (services/auth/migrations/: the
+-- `user` table it inserts into; `testkit::migrate_auth` or a first start of auth applies
+-- them). Never apply it to a database that holds real data: both
 -- passwords below are public. scripts/pods-up.sh and `scripts/minikube-up.sh --demo-user` take
 -- only the demo user from it.
 --
--- Idempotent (IF NOT EXISTS, INSERT IGNORE). Apply as an administrator after init.sql.
+-- Idempotent (IF NOT EXISTS, INSERT IGNORE). Apply as an administrator after the migrations.
 
 -- ---------------------------------------------------------------------------------------------
 -- DEVELOPMENT PLACEHOLDER PASSWORD: 'Auth123' is a well-known demo value, used by
@@ -14,10 +16,11 @@
 CREATE USER IF NOT EXISTS 'auth_user'@'%' IDENTIFIED BY 'Auth123';
 CREATE USER IF NOT EXISTS 'auth_user'@'localhost' IDENTIFIED BY 'Auth123';
 
--- The service only reads users (login) and adds, updates or removes them (`auth user add` /
--- `set-password` / `remove`); it never needs DDL.
-GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'%';
-GRANT SELECT, INSERT, UPDATE, DELETE ON auth.* TO 'auth_user'@'localhost';
+-- The service reads users (login) and adds, updates or removes them (`auth user add` /
+-- `set-password` / `remove`), and applies its own migrations when it starts (CREATE, ALTER,
+-- INDEX), on its own database only.
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON auth.* TO 'auth_user'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON auth.* TO 'auth_user'@'localhost';
 
 USE auth;
 

@@ -43,6 +43,36 @@ pub fn maildev_url() -> String {
     var_or("TEST_MAILDEV_URL", "http://127.0.0.1:1080")
 }
 
+/// Polls `check` every 100 ms until it returns `Some`, or fails naming `what` once `timeout` has
+/// passed (`check` runs at least once, and once more at the deadline). The one poll-until loop of
+/// the tests: waiting for a message, a mail, a port, a metric, a file, a process.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let past = Instant::now() >= deadline;
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if past {
+            bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// [`poll_until`] for a test body: panics with the message instead of returning it.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_until(what, timeout, check).await.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// A short random suffix for names.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
@@ -56,12 +86,25 @@ pub fn unique_email() -> String {
 /// A 48-byte development JWT secret.
 pub const JWT_SECRET: &str = "test-only-jwt-secret-0123456789-abcdefghijklmnop";
 
-/// The `user` table, taken from `init.sql` so tests use the schema deployments use.
-fn user_table_ddl() -> String {
-    let sql = include_str!("../../../init.sql");
-    let start = sql.find("CREATE TABLE").expect("init.sql has the user table");
-    let end = start + sql[start..].find(';').expect("statement ends");
-    sql[start..end].lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n")
+/// The rights of the auth service's MySQL user on its database (as dev-seed.sql and
+/// docs/deploy.md grant them): rows, and the DDL of its own migrations.
+pub const AUTH_GRANTS: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX";
+
+/// Applies the auth service's migrations (services/auth/migrations/, the one definition of its
+/// schema) to `database` on the server of `admin_url` (`mysql://root@127.0.0.1:3306`), as the
+/// service does when it starts. The local set-up runs it on `auth` after init.sql and before
+/// dev-seed.sql, whose rows need the tables.
+pub async fn migrate_auth(admin_url: &str, database: &str) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::mysql::MySqlConnectOptions::from_str(admin_url).context("a MySQL URL")?.database(database);
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connect to MySQL database {database}"))?;
+    auth::migrate(&pool).await.with_context(|| format!("apply the auth migrations to {database}"))?;
+    pool.close().await;
+    Ok(())
 }
 
 /// A private auth database with its own application user.
@@ -86,10 +129,9 @@ impl AuthDb {
         conn.execute(format!("CREATE DATABASE `{}`", db.database).as_str()).await?;
         for host in ["%", "localhost"] {
             conn.execute(format!("CREATE USER '{}'@'{host}' IDENTIFIED BY '{}'", db.user, db.password).as_str()).await?;
-            conn.execute(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
+            conn.execute(format!("GRANT {AUTH_GRANTS} ON `{}`.* TO '{}'@'{host}'", db.database, db.user).as_str()).await?;
         }
-        conn.execute(format!("USE `{}`", db.database).as_str()).await?;
-        conn.execute(user_table_ddl().as_str()).await?;
+        migrate_auth(&mysql_admin_url(), &db.database).await?;
         Ok(db)
     }
 
@@ -144,23 +186,6 @@ impl Names {
         }
     }
 
-    /// The queue and MongoDB variables every service reads.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AMQP_URL", amqp_url()),
-            ("MONGODB_URI", mongo_uri()),
-            ("VIDEO_QUEUE", self.video_queue.clone()),
-            ("MP3_QUEUE", self.mp3_queue.clone()),
-            ("MONGODB_VIDEOS_DB", self.videos_db.clone()),
-            ("MONGODB_MP3S_DB", self.mp3s_db.clone()),
-            // A local base URL: the development link key is accepted (Stack sets the real port).
-            ("PUBLIC_URL", "http://127.0.0.1:8080".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
-
     pub async fn mongo(&self) -> mongodb::Client {
         mongodb::Client::with_uri_str(mongo_uri()).await.expect("mongo client")
     }
@@ -172,9 +197,23 @@ impl Default for Names {
     }
 }
 
-/// An env for `common::Env::from_pairs` from several variable lists.
-pub fn env_of(parts: &[&[(String, String)]]) -> common::Env {
-    common::Env::from_pairs(parts.iter().flat_map(|p| p.iter().cloned()))
+/// The environment of `service` listening on `port` with a test's `names` on the test servers
+/// ([`ServiceEnv`], as [`Stack`] starts them). `db` and `auth_port` are the auth service's
+/// database and port, for a test that runs auth or the gateway; others pass `None` and 0.
+pub fn test_env(service: Service, port: u16, names: &Names, db: Option<&AuthDb>, auth_port: u16) -> ServiceEnv {
+    // Read only by auth, which is never started without a database.
+    let no_db = AuthDb { database: String::new(), user: String::new(), password: String::new() };
+    let servers = Servers::from_test_env();
+    let wiring = Wiring {
+        servers: &servers,
+        names,
+        mysql: db.unwrap_or(&no_db),
+        jwt_secret: JWT_SECRET,
+        auth_port,
+        // A local base URL: the development link key is accepted.
+        public_url: "http://127.0.0.1:8080",
+    };
+    ServiceEnv::new(service, port, wiring)
 }
 
 /// Opens a channel on the test broker.
@@ -182,6 +221,17 @@ pub async fn amqp_channel() -> anyhow::Result<(lapin::Connection, lapin::Channel
     let conn = common::amqp::connect(&SecretString::from(amqp_url())).await?;
     let ch = conn.create_channel().await?;
     Ok((conn, ch))
+}
+
+/// Publishes one persistent JSON message to `queue` (declared first, with its retry and dead-letter
+/// queues, as the services declare it) and waits for the broker's confirm.
+pub async fn publish(queue: &str, body: &[u8]) -> anyhow::Result<()> {
+    let (conn, ch) = amqp_channel().await?;
+    ch.confirm_select(Default::default()).await?;
+    common::amqp::declare_topology(&conn, queue).await?;
+    common::amqp::publish_confirmed(&ch, queue, body, common::amqp::json_properties(Default::default())).await?;
+    let _ = conn.close(200, "published").await;
+    Ok(())
 }
 
 /// A message taken from a queue: body and headers.
@@ -215,16 +265,12 @@ pub async fn take_message(ch: &lapin::Channel, queue: &str, timeout: Duration) -
         ch.queue_declare(queue, durable, Default::default()).await.expect("declare queue");
     }
     let _ = conn.close(200, "checked").await;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(msg)) = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await {
-            return Some(Taken { body: msg.delivery.data.clone(), properties: msg.delivery.properties.clone() });
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(queue, timeout, || async {
+        let msg = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await.ok()??;
+        Some(Taken { body: msg.delivery.data.clone(), properties: msg.delivery.properties.clone() })
+    })
+    .await
+    .ok()
 }
 
 /// Removes a test's queues (best effort).
@@ -263,17 +309,14 @@ pub async fn mails_to(to: &str) -> anyhow::Result<Vec<Mail>> {
 
 /// Waits until at least `count` mails for `to` arrived; returns them.
 pub async fn wait_for_mails(to: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<Mail>> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let seen = std::sync::Mutex::new(0);
+    poll_until(&format!("{count} mail(s) for {to}"), timeout, || async {
         let mails = mails_to(to).await.unwrap_or_default();
-        if mails.len() >= count {
-            return Ok(mails);
-        }
-        if Instant::now() > deadline {
-            bail!("{} mail(s) for {to} after {timeout:?}, expected {count}", mails.len());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = mails.len();
+        (mails.len() >= count).then_some(mails)
+    })
+    .await
+    .with_context(|| format!("{} arrived", seen.lock().unwrap_or_else(|p| p.into_inner())))
 }
 
 /// Kinds of generated test media.
@@ -374,28 +417,46 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// A running service binary, killed (SIGKILL) when dropped; its output goes to a log file.
+/// A child process of a test (a service binary, or a server of its own), its output in a log
+/// file, stopped when dropped: SIGKILL, or SIGTERM first with [`Proc::stop_on_drop`].
 pub struct Proc {
     pub child: Child,
     pub name: String,
     pub log: PathBuf,
+    /// How long a drop waits after SIGTERM before SIGKILL (zero: SIGKILL at once).
+    drop_grace: Duration,
 }
 
 impl Proc {
-    pub fn spawn(name: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
+    /// Starts `cmd` (its environment as the caller set it), output to a log file.
+    pub fn start(cmd: &mut Command, name: &str) -> anyhow::Result<Self> {
         let log = std::env::temp_dir().join(format!("mp3c-{name}-{}.log", unique()));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin_path(name))
-            .env_clear()
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn().with_context(|| format!("spawn {name}"))?;
+        Ok(Self { child, name: name.to_owned(), log, drop_grace: Duration::ZERO })
+    }
+
+    /// Starts a service binary with exactly `env` ([`ServiceEnv::command`]).
+    pub fn service(env: &ServiceEnv) -> anyhow::Result<Self> {
+        let name = env.service().name();
+        Self::start(&mut env.command(&bin_path(name)), name)
+    }
+
+    /// Starts the workspace binary `name` with exactly the variables `env` (and `PATH`,
+    /// `RUST_LOG=info`).
+    pub fn spawn(name: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin_path(name));
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawn {name}"))?;
-        Ok(Self { child, name: name.to_owned(), log })
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        Self::start(&mut cmd, name)
+    }
+
+    /// Dropping stops the process as [`Proc::stop`] does, with `grace`.
+    pub fn stop_on_drop(mut self, grace: Duration) -> Self {
+        self.drop_grace = grace;
+        self
     }
 
     pub fn log_text(&self) -> String {
@@ -411,10 +472,40 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Whether the process has exited (its status if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to exit on its own; panics with its log after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let what = format!("{} exits", self.name);
+        match poll_until(&what, timeout, || std::future::ready(self.exited())).await {
+            Ok(status) => status,
+            Err(e) => panic!("{e}:\n{}", self.log_text()),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        self.terminate();
+        let what = format!("{} exits", self.name);
+        if poll_until(&what, grace, || std::future::ready(self.exited())).await.is_err() {
+            self.kill();
+        }
+    }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if !self.drop_grace.is_zero() && self.exited().is_none() {
+            self.terminate();
+            let deadline = Instant::now() + self.drop_grace;
+            while Instant::now() < deadline && self.exited().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.kill();
     }
 }
@@ -426,19 +517,11 @@ pub fn free_port() -> u16 {
 
 /// Polls `url` until it answers 200 or `timeout` passes.
 pub async fn wait_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
     let client = reqwest::Client::new();
-    loop {
-        if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{url} not ready after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(&format!("{url} answers 200"), timeout, || async {
+        client.get(url).timeout(Duration::from_secs(2)).send().await.ok().filter(|r| r.status().is_success()).map(drop)
+    })
+    .await
 }
 
 /// Creates a user in an auth database through the auth binary's user command.
@@ -467,6 +550,8 @@ pub struct Stack {
     pub gateway: Proc,
     pub converter: Proc,
     pub notification: Proc,
+    /// The variables `start` added for every service.
+    extra: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -475,20 +560,26 @@ impl Stack {
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let db = AuthDb::create().await?;
         let names = Names::new();
-        let servers = Servers::from_test_env();
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let (auth_port, gateway_port, converter_health, notification_health) = (free_port(), free_port(), free_port(), free_port());
-        let public_url = format!("http://127.0.0.1:{gateway_port}");
-        let wiring = Wiring { servers: &servers, names: &names, mysql: &db, jwt_secret: JWT_SECRET, auth_port, public_url: &public_url };
-        let spawn = |service: Service, port: u16| {
-            let env = ServiceEnv::new(service, port, wiring).extend(extra.iter().copied());
-            Proc::spawn(service.name(), env.vars())
+        let env = |service: Service, port: u16| Self::env_of(&db, &names, auth_port, gateway_port, &extra, service, port);
+        let auth = Proc::service(&env(Service::Auth, auth_port))?;
+        let gateway = Proc::service(&env(Service::Gateway, gateway_port))?;
+        let converter = Proc::service(&env(Service::Converter, converter_health))?;
+        let notification = Proc::service(&env(Service::Notification, notification_health))?;
+        let stack = Self {
+            db,
+            names,
+            auth_port,
+            gateway_port,
+            converter_health,
+            notification_health,
+            auth,
+            gateway,
+            converter,
+            notification,
+            extra,
         };
-        let auth = spawn(Service::Auth, auth_port)?;
-        let gateway = spawn(Service::Gateway, gateway_port)?;
-        let converter = spawn(Service::Converter, converter_health)?;
-        let notification = spawn(Service::Notification, notification_health)?;
-        let stack =
-            Self { db, names, auth_port, gateway_port, converter_health, notification_health, auth, gateway, converter, notification };
         for (url, proc_) in [
             (format!("http://127.0.0.1:{auth_port}/readyz"), &stack.auth),
             (format!("http://127.0.0.1:{gateway_port}/readyz"), &stack.gateway),
@@ -500,6 +591,26 @@ impl Stack {
             }
         }
         Ok(stack)
+    }
+
+    /// The environment `start` gave `service`, listening on `port`: for starting another one.
+    pub fn env(&self, service: Service, port: u16) -> ServiceEnv {
+        Self::env_of(&self.db, &self.names, self.auth_port, self.gateway_port, &self.extra, service, port)
+    }
+
+    fn env_of(
+        db: &AuthDb,
+        names: &Names,
+        auth_port: u16,
+        gateway_port: u16,
+        extra: &[(String, String)],
+        service: Service,
+        port: u16,
+    ) -> ServiceEnv {
+        let servers = Servers::from_test_env();
+        let public_url = format!("http://127.0.0.1:{gateway_port}");
+        let wiring = Wiring { servers: &servers, names, mysql: db, jwt_secret: JWT_SECRET, auth_port, public_url: &public_url };
+        ServiceEnv::new(service, port, wiring).extend(extra.iter().cloned())
     }
 
     pub fn gateway_url(&self, path: &str) -> String {
@@ -686,17 +797,18 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// Polls `url` until `metric(name, labels)` equals `expected` or `timeout` passes; returns the
 /// last text read (for assertion messages) or the error naming what was seen.
 pub async fn wait_metric(url: &str, name: &str, labels: &[(&str, &str)], expected: f64, timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = scrape(url).await?;
-        let seen = metric(&text, name, labels);
-        if seen == Some(expected) {
-            return Ok(text);
-        }
-        if Instant::now() > deadline {
-            bail!("{name}{labels:?} at {url} is {seen:?}, expected {expected} after {timeout:?}:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let last = std::sync::Mutex::new(Ok(String::new()));
+    let found = poll_until(&format!("{name}{labels:?} at {url} to be {expected}"), timeout, || async {
+        let scraped = scrape(url).await;
+        let done = scraped.as_ref().ok().filter(|text| metric(text, name, labels) == Some(expected)).cloned();
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = scraped;
+        done
+    })
+    .await;
+    match (found, last.into_inner().unwrap_or_else(|p| p.into_inner())) {
+        (Ok(text), _) => Ok(text),
+        (Err(e), Ok(text)) => Err(e.context(format!("it is {:?}:\n{text}", metric(&text, name, labels)))),
+        (Err(_), Err(e)) => Err(e),
     }
 }
 

@@ -156,6 +156,11 @@ impl ServiceEnv {
         self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// The variables as a [`common::Env`], for a service built in-process (`Config::from_env`).
+    pub fn to_env(&self) -> common::Env {
+        common::Env::from_pairs(self.vars.iter().cloned())
+    }
+
     /// The port `/readyz` answers on.
     pub fn port(&self) -> u16 {
         self.get(self.service.port_var()).and_then(|p| p.parse().ok()).unwrap_or(0)

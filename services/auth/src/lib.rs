@@ -6,9 +6,11 @@ pub mod error;
 pub mod password;
 pub mod ratelimit;
 pub mod routes;
+pub mod schema;
 pub mod startup;
 pub mod token;
 pub mod users;
 
 pub use config::Config;
+pub use schema::migrate;
 pub use startup::Application;

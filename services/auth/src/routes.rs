@@ -34,6 +34,8 @@ pub struct AppState {
     /// Bounds the argon2 checks running at once (each takes ~19 MiB and a core for ~20 ms), so
     /// a burst of logins queues instead of exhausting memory.
     pub hash_permits: Arc<tokio::sync::Semaphore>,
+    /// True once the migrations are applied ([`crate::schema::migrate_until_done`]).
+    pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The failed-login counters (see [`crate::ratelimit`] for why three).
@@ -193,6 +195,9 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Result<J
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if !state.schema_ready.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database schema not applied yet");
+    }
     match sqlx::query("SELECT 1").execute(&state.pool).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {

@@ -42,6 +42,7 @@ impl Application {
             limits: Arc::new(LoginLimits::new(&config)),
             dummy_hash: Arc::new(dummy),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))),
+            schema_ready: Arc::default(),
         };
         Ok(Self { listener, state, grace: config.shutdown_grace, http: config.http })
     }
@@ -54,8 +55,17 @@ impl Application {
     /// grace period).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), "auth listening");
+        let migrations = tokio::spawn(crate::schema::migrate_until_done(
+            self.state.pool.clone(),
+            self.state.schema_ready.clone(),
+            shutdown.child_token(),
+        ));
         let app = common::http::with_tracing(router(self.state.clone()));
-        common::http::serve(self.listener, app, &self.http, shutdown, self.grace).await?;
+        let served = common::http::serve(self.listener, app, &self.http, shutdown, self.grace).await;
+        // Not aborted: a migration cut off half-way would leave the database marked dirty. It
+        // ends on its own (the pool gives up on an unreachable MySQL within seconds).
+        let _ = migrations.await;
+        served?;
         self.state.pool.close().await;
         Ok(())
     }

@@ -9,44 +9,24 @@ use common::jobs::{JobDoc, JobState, OutputOptions};
 use futures_util::StreamExt;
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::Value;
-use testkit::{add_user, media, take_message, unique_email, Media};
+use testkit::{media, take_message, unique_email, Media};
 use tokio::sync::mpsc;
 
-use super::{spawn, video_files, TestGateway};
-
-/// A second user of the same gateway.
-async fn other_user(gw: &TestGateway) -> String {
-    let email = unique_email();
-    add_user(&gw.auth_db, &email, "Password123!", true).unwrap();
-    let resp = reqwest::Client::new().post(format!("{}/login", gw.base)).basic_auth(&email, Some("Password123!")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
-}
+use super::{spawn_app, TestApp};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn get(gw: &TestGateway, token: &str, path: &str) -> (u16, String) {
-    let resp = client().get(format!("{}{path}", gw.base)).bearer_auth(token).send().await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn get_json(gw: &TestGateway, path: &str) -> Value {
-    let (status, body) = get(gw, &gw.token, path).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 /// A job as the gateway would create it, stored directly.
-async fn insert_job(gw: &TestGateway, owner: &str, filename: &str) -> JobDoc {
+async fn insert_job(gw: &TestApp, owner: &str, filename: &str) -> JobDoc {
     let job = JobDoc::queued(VideoId::new(ObjectId::new()), owner, filename, OutputOptions::default());
     gw.state.jobs.create(&job).await.unwrap();
     job
 }
 
 /// Stores `bytes` as the job's mp3 and marks the job done.
-async fn finish_with_mp3(gw: &TestGateway, job: &JobDoc, bytes: &[u8]) -> Mp3Id {
+async fn finish_with_mp3(gw: &TestApp, job: &JobDoc, bytes: &[u8]) -> Mp3Id {
     let mp3 = ObjectId::new();
     let meta = doc! {"username": &job.owner, "video_fid": job.id.to_hex(), "content_type": "audio/mpeg"};
     common::gridfs::upload(&common::gridfs::bucket(&gw.state.mp3s), mp3, "x.mp3", meta, bytes).await.unwrap();
@@ -56,7 +36,7 @@ async fn finish_with_mp3(gw: &TestGateway, job: &JobDoc, bytes: &[u8]) -> Mp3Id 
 }
 
 /// The path and query of a link whose base is the test default (`PUBLIC_URL` of `Names`).
-fn local(gw: &TestGateway, url: &str) -> String {
+fn local(gw: &TestApp, url: &str) -> String {
     let path = url.strip_prefix("http://127.0.0.1:8080").unwrap_or_else(|| panic!("link base: {url}"));
     format!("{}{path}", gw.base)
 }
@@ -89,7 +69,7 @@ async fn next_event(rx: &mut mpsc::UnboundedReceiver<(Instant, Value)>) -> (Inst
     tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event within 5 s").expect("stream still open")
 }
 
-async fn open_events(gw: &TestGateway, token: &str, path: &str) -> reqwest::Response {
+async fn open_events(gw: &TestApp, token: &str, path: &str) -> reqwest::Response {
     let resp = client().get(format!("{}{path}", gw.base)).bearer_auth(token).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{path}");
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
@@ -99,7 +79,7 @@ async fn open_events(gw: &TestGateway, token: &str, path: &str) -> reqwest::Resp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_clients_get_202_and_the_job_while_the_original_clients_still_get_success() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let bytes = std::fs::read(media(Media::Mkv, 2)).unwrap();
 
     let form = reqwest::multipart::Form::new()
@@ -127,7 +107,7 @@ async fn json_clients_get_202_and_the_job_while_the_original_clients_still_get_s
         assert!(job[field].is_null(), "{field}: {job}");
     }
     assert!(job["created_at"].as_str().unwrap().ends_with('Z'), "RFC 3339: {job}");
-    assert_eq!(get_json(&gw, &location).await, job, "GET answers the same job");
+    assert_eq!(gw.get_json(&location).await, job, "GET answers the same job");
 
     // The message carries the options as one added field.
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
@@ -136,20 +116,20 @@ async fn json_clients_get_202_and_the_job_while_the_original_clients_still_get_s
     assert_eq!(msg.json()["options"], serde_json::json!({"bitrate": "128k", "start": 0.5}));
 
     // The original's client: 200 success!, and its message has exactly the original's fields.
-    let (status, body) = super::upload(&gw, "plain.mkv", bytes).await;
+    let (status, body) = gw.upload("plain.mkv", bytes).await;
     assert_eq!((status, body.as_str()), (200, "success!"));
     let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("queued");
     let mut keys: Vec<String> = msg.json().as_object().unwrap().keys().cloned().collect();
     keys.sort();
     assert_eq!(keys, ["mp3_fid", "username", "video_fid"]);
-    let plain = get_json(&gw, &format!("/jobs/{}", msg.json()["video_fid"].as_str().unwrap())).await;
+    let plain = gw.get_json(&format!("/jobs/{}", msg.json()["video_fid"].as_str().unwrap())).await;
     assert_eq!((plain["state"].as_str(), plain["options"].clone()), (Some("queued"), serde_json::json!({})));
     testkit::delete_queues(&[&gw.names.video_queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_option_is_a_400_naming_the_field_and_nothing_is_stored() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let bytes = std::fs::read(media(Media::Mkv, 2)).unwrap();
     for (field, value, before_file) in [
         ("bitrate", "100k", true),
@@ -185,8 +165,8 @@ async fn an_invalid_option_is_a_400_naming_the_field_and_nothing_is_stored() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().starts_with("invalid quality: "));
 
-    assert!(video_files(&gw).await.is_empty(), "no video kept for a refused upload");
-    let list = get_json(&gw, "/jobs").await;
+    assert!(gw.video_files().await.is_empty(), "no video kept for a refused upload");
+    let list = gw.get_json("/jobs").await;
     assert_eq!(list["jobs"], serde_json::json!([]), "no job for a refused upload");
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     assert!(take_message(&ch, &gw.names.video_queue, Duration::from_millis(500)).await.is_none(), "nothing announced");
@@ -195,7 +175,7 @@ async fn an_invalid_option_is_a_400_naming_the_field_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_pages_newest_first_filters_by_state_and_shows_only_the_callers_jobs() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let other = unique_email();
     let mut mine = Vec::new();
     for i in 0..5 {
@@ -210,7 +190,7 @@ async fn the_list_pages_newest_first_filters_by_state_and_shows_only_the_callers
     let mut seen = Vec::new();
     let mut path = "/jobs?limit=2".to_owned();
     loop {
-        let page = get_json(&gw, &path).await;
+        let page = gw.get_json(&path).await;
         let jobs = page["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 2);
         seen.extend(jobs.iter().map(|j| j["filename"].as_str().unwrap().to_owned()));
@@ -221,12 +201,12 @@ async fn the_list_pages_newest_first_filters_by_state_and_shows_only_the_callers
     }
     assert_eq!(seen, ["f4.mkv", "f3.mkv", "f2.mkv", "f1.mkv", "f0.mkv"]);
 
-    let failed = get_json(&gw, "/jobs?state=failed").await;
+    let failed = gw.get_json("/jobs?state=failed").await;
     let names: Vec<&str> = failed["jobs"].as_array().unwrap().iter().map(|j| j["filename"].as_str().unwrap()).collect();
     assert_eq!(names, ["f3.mkv", "f1.mkv"]);
     assert_eq!(failed["jobs"][0]["error"], "the video has no audio track");
     assert!(failed["next"].is_null());
-    assert_eq!(get_json(&gw, "/jobs").await["jobs"].as_array().unwrap().len(), 5, "default limit 20 covers them");
+    assert_eq!(gw.get_json("/jobs").await["jobs"].as_array().unwrap().len(), 5, "default limit 20 covers them");
 
     for (query, named) in [
         ("limit=0", "limit"),
@@ -236,7 +216,7 @@ async fn the_list_pages_newest_first_filters_by_state_and_shows_only_the_callers
         ("state=bogus", "state"),
         ("cursor=zzz", "cursor"),
     ] {
-        let (status, body) = get(&gw, &gw.token, &format!("/jobs?{query}")).await;
+        let (status, body) = gw.get(&gw.token, &format!("/jobs?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.contains(named), "{query}: {body}");
     }
@@ -246,28 +226,28 @@ async fn the_list_pages_newest_first_filters_by_state_and_shows_only_the_callers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_can_neither_see_follow_delete_nor_download_a_job() {
-    let gw = spawn(&[]).await;
-    let intruder = other_user(&gw).await;
+    let gw = spawn_app(&[]).await;
+    let intruder = gw.other_user().await;
     let job = insert_job(&gw, &gw.email, "mine.mkv").await;
     finish_with_mp3(&gw, &job, b"ID3 mp3 bytes").await;
     let path = format!("/jobs/{}", job.id.to_hex());
 
-    assert_eq!(get(&gw, &intruder, &path).await, (404, "job not found".to_owned()));
-    assert_eq!(get(&gw, &intruder, &format!("{path}/events")).await, (404, "job not found".to_owned()));
+    assert_eq!(gw.get(&intruder, &path).await, (404, "job not found".to_owned()));
+    assert_eq!(gw.get(&intruder, &format!("{path}/events")).await, (404, "job not found".to_owned()));
     let del = client().delete(format!("{}{path}", gw.base)).bearer_auth(&intruder).send().await.unwrap();
     assert_eq!(del.status(), 404);
-    let list = get_json(&gw, "/jobs").await;
+    let list = gw.get_json("/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "the owner still has it");
-    let theirs = serde_json::from_str::<Value>(&get(&gw, &intruder, "/jobs").await.1).unwrap();
+    let theirs = serde_json::from_str::<Value>(&gw.get(&intruder, "/jobs").await.1).unwrap();
     assert_eq!(theirs["jobs"], serde_json::json!([]));
     let mp3 = list["jobs"][0]["mp3_fid"].as_str().unwrap();
-    assert_eq!(get(&gw, &intruder, &format!("/download?fid={mp3}")).await.0, 404);
+    assert_eq!(gw.get(&intruder, &format!("/download?fid={mp3}")).await.0, 404);
 
     // Unknown and malformed ids answer as download does.
-    assert_eq!(get(&gw, &gw.token, &format!("/jobs/{}", ObjectId::new().to_hex())).await.0, 404);
-    let (status, body) = get(&gw, &gw.token, "/jobs/not-an-id").await;
+    assert_eq!(gw.get(&gw.token, &format!("/jobs/{}", ObjectId::new().to_hex())).await.0, 404);
+    let (status, body) = gw.get(&gw.token, "/jobs/not-an-id").await;
     assert_eq!((status, body.as_str()), (400, "invalid job id: expected a 24-character hexadecimal id"));
-    assert_eq!(get(&gw, &gw.token, "/jobs/not-an-id/events").await.0, 400);
+    assert_eq!(gw.get(&gw.token, "/jobs/not-an-id/events").await.0, 400);
 
     // The intruder's stream of all jobs never shows the owner's changes.
     let mut theirs = follow(open_events(&gw, &intruder, "/jobs/events").await);
@@ -287,7 +267,7 @@ async fn another_user_can_neither_see_follow_delete_nor_download_a_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_a_job_within_a_second_and_end_after_its_final_state() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let job = insert_job(&gw, &gw.email, "long.mkv").await;
     let mut events = follow(open_events(&gw, &gw.token, &format!("/jobs/{}/events", job.id.to_hex())).await);
     let (_, first) = next_event(&mut events).await;
@@ -333,11 +313,11 @@ async fn events_follow_a_job_within_a_second_and_end_after_its_final_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_links_download_without_a_token_with_ranges_and_refuse_tampered_or_expired_ones() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let job = insert_job(&gw, &gw.email, "song.mkv").await;
     let data: Vec<u8> = (0..(common::gridfs::CHUNK_SIZE as usize + 500)).map(|i| (i % 253) as u8).collect();
     finish_with_mp3(&gw, &job, &data).await;
-    let view = get_json(&gw, &format!("/jobs/{}", job.id.to_hex())).await;
+    let view = gw.get_json(&format!("/jobs/{}", job.id.to_hex())).await;
     let url = local(&gw, view["download_url"].as_str().unwrap());
 
     let full = client().get(&url).send().await.unwrap();
@@ -376,7 +356,7 @@ async fn signed_links_download_without_a_token_with_ranges_and_refuse_tampered_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_video_mp3_and_job_and_only_for_the_owner() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     // A queued job from a real upload (video stored, message queued).
     let resp = client()
         .post(format!("{}/upload", gw.base))
@@ -392,11 +372,11 @@ async fn delete_removes_video_mp3_and_job_and_only_for_the_owner() {
     assert_eq!(resp.status(), 202);
     let queued: Value = resp.json().await.unwrap();
     let path = format!("/jobs/{}", queued["id"].as_str().unwrap());
-    assert_eq!(video_files(&gw).await.len(), 1);
+    assert_eq!(gw.video_files().await.len(), 1);
     let del = client().delete(format!("{}{path}", gw.base)).bearer_auth(&gw.token).send().await.unwrap();
     assert_eq!(del.status(), 204);
-    assert!(video_files(&gw).await.is_empty(), "video removed");
-    assert_eq!(get(&gw, &gw.token, &path).await.0, 404);
+    assert!(gw.video_files().await.is_empty(), "video removed");
+    assert_eq!(gw.get(&gw.token, &path).await.0, 404);
     assert_eq!(client().delete(format!("{}{path}", gw.base)).bearer_auth(&gw.token).send().await.unwrap().status(), 404);
 
     // A done job: its mp3 goes too, and its link stops working.
@@ -408,13 +388,13 @@ async fn delete_removes_video_mp3_and_job_and_only_for_the_owner() {
     assert_eq!(del.status(), 204);
     assert!(common::gridfs::find_file(&gw.state.mp3s, doc! {"_id": mp3.oid()}).await.unwrap().is_none(), "mp3 removed");
     assert_eq!(client().get(&link).send().await.unwrap().status(), 404);
-    assert_eq!(get_json(&gw, "/jobs").await["jobs"], serde_json::json!([]));
+    assert_eq!(gw.get_json("/jobs").await["jobs"], serde_json::json!([]));
     testkit::delete_queues(&[&gw.names.video_queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_files_and_expires_jobs_whose_links_then_answer_410() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let bucket = common::gridfs::bucket(&gw.state.videos);
     let store = |job: JobDoc| {
         let bucket = bucket.clone();
@@ -435,27 +415,27 @@ async fn retention_removes_files_and_expires_jobs_whose_links_then_answer_410() 
     let day = Duration::from_secs(86_400);
     let swept = gateway::jobs::retention::sweep_once(&gw.state, day, day).await.unwrap();
     assert_eq!(swept, Default::default());
-    assert_eq!(video_files(&gw).await.len(), 3);
+    assert_eq!(gw.video_files().await.len(), 3);
 
     // Sources kept for 0 s after the end, mp3s for a day: the videos of ended jobs go, the
     // done job keeps its mp3; the failed one has nothing left and expires.
     let swept = gateway::jobs::retention::sweep_once(&gw.state, Duration::ZERO, day).await.unwrap();
     assert_eq!((swept.videos_removed, swept.mp3s_expired), (2, 0));
-    let left: Vec<ObjectId> = video_files(&gw).await.iter().map(|f| f.get_object_id("_id").unwrap()).collect();
+    let left: Vec<ObjectId> = gw.video_files().await.iter().map(|f| f.get_object_id("_id").unwrap()).collect();
     assert_eq!(left, [running.id], "the running job's video stays");
-    assert_eq!(get_json(&gw, &format!("/jobs/{}", failed.id.to_hex())).await["state"], "expired");
+    assert_eq!(gw.get_json(&format!("/jobs/{}", failed.id.to_hex())).await["state"], "expired");
     assert_eq!(client().get(&link).send().await.unwrap().status(), 200, "the mp3 outlives its source");
 
     let swept = gateway::jobs::retention::sweep_once(&gw.state, Duration::ZERO, Duration::ZERO).await.unwrap();
     assert_eq!(swept.mp3s_expired, 1);
     assert!(common::gridfs::find_file(&gw.state.mp3s, doc! {"_id": mp3.oid()}).await.unwrap().is_none());
-    let expired = get_json(&gw, &format!("/jobs/{}", done.id.to_hex())).await;
+    let expired = gw.get_json(&format!("/jobs/{}", done.id.to_hex())).await;
     assert_eq!((expired["state"].as_str(), expired["download_url"].is_null()), (Some("expired"), true));
     assert_eq!(expired["filename"], "done.mkv", "the job still shows what happened");
     let gone = client().get(&link).send().await.unwrap();
     assert_eq!(gone.status(), 410);
     assert!(gone.text().await.unwrap().contains("retention"));
-    assert_eq!(get_json(&gw, "/jobs?state=expired").await["jobs"].as_array().unwrap().len(), 2);
-    let still = get_json(&gw, &format!("/jobs/{}", running.id.to_hex())).await;
+    assert_eq!(gw.get_json("/jobs?state=expired").await["jobs"].as_array().unwrap().len(), 2);
+    let still = gw.get_json(&format!("/jobs/{}", running.id.to_hex())).await;
     assert_eq!(still["state"], JobState::Converting.as_str());
 }

@@ -2,80 +2,22 @@
 
 use std::time::Duration;
 
-use common::Env;
-use gateway::{Application, Config};
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use testkit::{add_user, media, take_message, unique_email, AuthDb, Media, Names, JWT_SECRET};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use testkit::{media, take_message, unique_email, Media};
 
-struct TestGateway {
-    base: String,
-    names: Names,
-    state: gateway::AppState,
-    token: String,
-    email: String,
-    auth_db: AuthDb,
-    _guards: Vec<DropGuard>,
-}
-
-#[path = "api/jobs.rs"]
+mod helpers;
 mod jobs;
 
-async fn spawn(extra: &[(&str, &str)]) -> TestGateway {
-    let db = AuthDb::create().await.unwrap();
-    let mut auth_env = Env::from_pairs(db.env());
-    auth_env.set("PORT", "0").set("JWT_SECRET", JWT_SECRET);
-    let auth_app = auth::Application::build(auth::Config::from_env(&auth_env).unwrap()).await.unwrap();
-    let auth_port = auth_app.port();
-    let stop_auth = CancellationToken::new();
-    tokio::spawn(auth_app.run_until_stopped(stop_auth.clone()));
-
-    let names = Names::new();
-    let mut env = Env::from_pairs(names.env());
-    env.set("PORT", "0").set("AUTH_SVC_ADDRESS", format!("127.0.0.1:{auth_port}"));
-    for (k, v) in extra {
-        env.set(*k, *v);
-    }
-    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-
-    let email = unique_email();
-    add_user(&db, &email, "Password123!", true).unwrap();
-    let token = reqwest::Client::new()
-        .post(format!("{base}/login"))
-        .basic_auth(&email, Some("Password123!"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    TestGateway { base, names, state, token, email, auth_db: db, _guards: vec![stop.drop_guard(), stop_auth.drop_guard()] }
-}
-
-async fn upload(gw: &TestGateway, filename: &str, bytes: Vec<u8>) -> (u16, String) {
-    let form = reqwest::multipart::Form::new().part("video", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()));
-    let resp = reqwest::Client::new().post(format!("{}/upload", gw.base)).bearer_auth(&gw.token).multipart(form).send().await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn video_files(gw: &TestGateway) -> Vec<Document> {
-    use futures_util::TryStreamExt;
-    let client = gw.names.mongo().await;
-    client.database(&gw.names.videos_db).collection::<Document>("fs.files").find(doc! {}).await.unwrap().try_collect().await.unwrap()
-}
+use helpers::{spawn_app, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_stores_the_file_with_its_owner_and_queues_the_contract_message() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let bytes = std::fs::read(media(Media::Mkv, 2)).unwrap();
-    let (status, body) = upload(&gw, "../../secret/\tmy clip.mkv", bytes.clone()).await;
+    let (status, body) = gw.upload("../../secret/\tmy clip.mkv", bytes.clone()).await;
     assert_eq!((status, body.as_str()), (200, "success!"));
 
-    let files = video_files(&gw).await;
+    let files = gw.video_files().await;
     assert_eq!(files.len(), 1);
     let file = &files[0];
     let meta = file.get_document("metadata").unwrap();
@@ -96,7 +38,7 @@ async fn upload_stores_the_file_with_its_owner_and_queues_the_contract_message()
     testkit::delete_queues(&[&gw.names.video_queue]).await;
 }
 
-async fn gateway_read_all(gw: &TestGateway, id: ObjectId) -> Vec<u8> {
+async fn gateway_read_all(gw: &TestApp, id: ObjectId) -> Vec<u8> {
     use futures_util::TryStreamExt;
     let file = common::gridfs::find_file(&gw.state.videos, doc! {"_id": id}).await.unwrap().unwrap();
     let chunks: Vec<bytes::Bytes> = common::gridfs::read_range(&gw.state.videos, &file, 0, file.length - 1).try_collect().await.unwrap();
@@ -107,19 +49,19 @@ async fn gateway_read_all(gw: &TestGateway, id: ObjectId) -> Vec<u8> {
 async fn an_unreachable_broker_answers_503_and_stores_nothing() {
     // A broker address where nothing listens.
     let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", testkit::free_port());
-    let gw = spawn(&[("AMQP_URL", &dead), ("DEPENDENCY_TIMEOUT_SECONDS", "2")]).await;
+    let gw = spawn_app(&[("AMQP_URL", &dead), ("DEPENDENCY_TIMEOUT_SECONDS", "2")]).await;
     let started = std::time::Instant::now();
-    let (status, body) = upload(&gw, "a.mkv", std::fs::read(media(Media::Mkv, 2)).unwrap()).await;
+    let (status, body) = gw.upload("a.mkv", std::fs::read(media(Media::Mkv, 2)).unwrap()).await;
     assert_eq!((status, body.as_str()), (503, "service unavailable; try again later"));
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(video_files(&gw).await.is_empty(), "nothing stored for an upload that could not be announced");
+    assert!(gw.video_files().await.is_empty(), "nothing stored for an upload that could not be announced");
     let ready = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
     assert_eq!((ready.status().as_u16(), ready.text().await.unwrap().as_str()), (503, "rabbitmq unavailable"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     // A video as a gateway that crashed after storing it would leave it.
     let id = ObjectId::new();
     let bucket = common::gridfs::bucket(&gw.state.videos);
@@ -138,17 +80,16 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
 
     // The sweep's query is served by an index, made when the gateway starts.
     let files = gw.state.videos.collection::<Document>("fs.files");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !files.list_index_names().await.unwrap().iter().any(|n| n == "metadata.queued_1_uploadDate_1") {
-        assert!(std::time::Instant::now() < deadline, "no outbox index: {:?}", files.list_index_names().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::eventually("the outbox index", Duration::from_secs(10), || async {
+        files.list_index_names().await.unwrap().iter().any(|n| n == "metadata.queued_1_uploadDate_1").then_some(())
+    })
+    .await;
     testkit::delete_queues(&[&gw.names.video_queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_support_ranges_and_etags() {
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let id = ObjectId::new();
     let bucket = common::gridfs::bucket(&gw.state.mp3s);
     // Three chunks and a bit, so ranges cross chunk boundaries.
@@ -183,7 +124,7 @@ async fn downloads_support_ranges_and_etags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranged_reads_fail_on_missing_or_damaged_chunks() {
     use futures_util::TryStreamExt;
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let db = &gw.state.videos;
     // Two and a half chunks of distinct bytes.
     let bytes: Vec<u8> = (0..common::gridfs::CHUNK_SIZE as usize * 5 / 2).map(|i| (i % 251) as u8).collect();
@@ -223,7 +164,7 @@ async fn ranged_reads_fail_on_missing_or_damaged_chunks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_x_forwarded_for_does_not_escape_the_per_address_login_limit() {
     // No trusted proxy (the default): the gateway passes its peer's address, never the client's claim.
-    let gw = spawn(&[]).await;
+    let gw = spawn_app(&[]).await;
     let client = reqwest::Client::new();
     let login = |i: usize| {
         client

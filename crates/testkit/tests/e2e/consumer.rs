@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::config::RetrySettings;
 use common::consumer::{self, ConsumerSettings, Handler, Job, Outcome};
 use secrecy::SecretString;
-use testkit::{amqp_channel, amqp_url, take_message, unique};
+use testkit::{amqp_channel, amqp_url, eventually, take_message, unique};
 use tokio_util::sync::CancellationToken;
 
 /// Panics on the body `boom`, counts everything else as done.
@@ -29,26 +29,37 @@ impl Handler for Fragile {
     }
 }
 
+/// One message at a time on `queue`, three attempts `base_delay` apart.
+fn settings(queue: &str, base_delay: Duration) -> ConsumerSettings {
+    ConsumerSettings {
+        amqp_url: SecretString::from(amqp_url()),
+        queue: queue.to_owned(),
+        prefetch: 1,
+        concurrency: 1,
+        retry: RetrySettings { max_attempts: 3, base_delay, max_redeliveries: 3 },
+        grace: Duration::from_secs(5),
+    }
+}
+
+/// Runs the consumer loop with `handler` until the returned token is cancelled; returns once it
+/// has attached to its queue.
+async fn attach<H: Handler>(
+    settings: ConsumerSettings,
+    handler: Arc<H>,
+) -> (CancellationToken, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let consumer = tokio::spawn(consumer::run(settings, handler, stop.clone(), ready.clone()));
+    eventually("the consumer attaches", Duration::from_secs(20), || std::future::ready(ready.load(Ordering::SeqCst).then_some(()))).await;
+    (stop, ready, consumer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     let queue = format!("panic-{}", unique());
-    let settings = ConsumerSettings {
-        amqp_url: SecretString::from(amqp_url()),
-        queue: queue.clone(),
-        prefetch: 1,
-        concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(100), max_redeliveries: 3 },
-        grace: Duration::from_secs(5),
-    };
+    let settings = settings(&queue, Duration::from_millis(100));
     let handler = Arc::new(Fragile { done: AtomicUsize::new(0), notices: AtomicUsize::new(0) });
-    let stop = CancellationToken::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let consumer = tokio::spawn(consumer::run(settings, handler.clone(), stop.clone(), ready.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ready.load(Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "consumer never attached");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (stop, ready, consumer) = attach(settings, handler.clone()).await;
 
     let (conn, ch) = amqp_channel().await.unwrap();
     let publish_ch = common::amqp::confirm_channel(&conn).await.unwrap();
@@ -61,10 +72,10 @@ async fn a_panicking_handler_dead_letters_its_message_and_goes_on() {
     let dead = take_message(&ch, &common::amqp::dead_queue(&queue), Duration::from_secs(20)).await.expect("dead-lettered");
     assert_eq!(dead.body, b"boom");
     assert_eq!(dead.header_str(common::amqp::REASON_HEADER).as_deref(), Some("internal error while processing the message"));
-    while handler.done.load(Ordering::SeqCst) < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the message behind the poison one was not handled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the message behind the poison one is handled", Duration::from_secs(20), || {
+        std::future::ready((handler.done.load(Ordering::SeqCst) >= 1).then_some(()))
+    })
+    .await;
     assert_eq!(handler.notices.load(Ordering::SeqCst), 1, "the owner is told once");
     assert!(ready.load(Ordering::SeqCst), "still consuming");
 
@@ -94,23 +105,9 @@ impl Handler for Flaky {
 async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
     common::metrics::init();
     let queue = format!("trace-{}", unique());
-    let settings = ConsumerSettings {
-        amqp_url: SecretString::from(amqp_url()),
-        queue: queue.clone(),
-        prefetch: 1,
-        concurrency: 1,
-        retry: RetrySettings { max_attempts: 3, base_delay: Duration::from_millis(50), max_redeliveries: 3 },
-        grace: Duration::from_secs(5),
-    };
+    let settings = settings(&queue, Duration::from_millis(50));
     let handler = Arc::new(Flaky { seen: Default::default() });
-    let stop = CancellationToken::new();
-    let ready = Arc::new(AtomicBool::new(false));
-    let consumer = tokio::spawn(consumer::run(settings, handler.clone(), stop.clone(), ready.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ready.load(Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "consumer never attached");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (stop, _ready, consumer) = attach(settings, handler.clone()).await;
 
     let (conn, ch) = amqp_channel().await.unwrap();
     let publish_ch = common::amqp::confirm_channel(&conn).await.unwrap();
@@ -129,14 +126,12 @@ async fn retries_and_the_dead_letter_keep_the_trace_and_are_counted() {
     assert_eq!(*handler.seen.lock().unwrap(), vec![trace_id.to_owned(); 4], "three attempts and the notice, all in one trace");
 
     // Counted once settled, just after the dead letter is confirmed.
-    let text = loop {
+    let dead_lettered = [("queue", queue.as_str()), ("outcome", "dead_lettered")];
+    let text = eventually("the dead letter is counted", Duration::from_secs(20), || {
         let text = common::metrics::handle().render();
-        if testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "dead_lettered")]) == Some(1.0) {
-            break text;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "dead letter not counted:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        std::future::ready((testkit::metric(&text, "mp3converter_jobs_total", &dead_lettered) == Some(1.0)).then_some(text))
+    })
+    .await;
     assert_eq!(testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "retried")]), Some(2.0), "{text}");
     assert_eq!(testkit::metric(&text, "mp3converter_jobs_total", &[("queue", &queue), ("outcome", "done")]), None, "{text}");
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
-use testkit::{media, probe, unique_email, wait_for_mails, Media, Stack};
+use testkit::{media, poll_until, probe, unique_email, wait_for_mails, Media, Stack};
 use tokio::sync::mpsc;
 
 /// Uploads with `Accept: application/json` and text fields; returns status and body.
@@ -40,15 +40,15 @@ async fn job(stack: &Stack, token: &str, id: &str) -> (u16, Value) {
 
 /// Polls the job until `pred` holds (or panics after `timeout`).
 async fn wait_job(stack: &Stack, token: &str, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let last = std::sync::Mutex::new(None);
+    let polled = poll_until(&format!("job {id} gets there"), timeout, || async {
         let (status, j) = job(stack, token, id).await;
-        if status == 200 && pred(&j) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id} never got there; last {status} {j}\n{}", stack.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let done = (status == 200 && pred(&j)).then(|| j.clone());
+        *last.lock().unwrap() = Some((status, j));
+        done
+    })
+    .await;
+    polled.unwrap_or_else(|e| panic!("{e}; last {:?}\n{}", last.lock().unwrap(), stack.logs()))
 }
 
 /// The `job` events of a stream, until the server ends it.
@@ -180,11 +180,11 @@ async fn deleting_a_converting_job_kills_its_conversion_and_nothing_is_stored_or
     assert_eq!(job(&stack, &token, &id).await.0, 404);
 
     // The converter notices within its progress tick and stops.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stack.converter.log_text().contains("job deleted while converting") {
-        assert!(Instant::now() < deadline, "converter never stopped:\n{}", stack.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until("the converter stops", Duration::from_secs(30), || {
+        std::future::ready(stack.converter.log_text().contains("job deleted while converting").then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", stack.logs()));
     // Its message was acked (the queue drains) and nothing was stored or mailed.
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let q = ch

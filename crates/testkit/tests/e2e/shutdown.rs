@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::message::JobMessage;
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use testkit::{free_port, media, take_message, wait_ok, Media, Names, Proc};
+use testkit::{eventually, free_port, media, take_message, test_env, wait_ok, Media, Names, Proc, Service, ServiceEnv};
 
 /// An ffmpeg that waits `delay` seconds (after leaving a marker that it started) before the
 /// real conversion, so a test can stop the converter in the middle of a job.
@@ -18,19 +18,15 @@ fn slow_ffmpeg(dir: &std::path::Path, delay: u32) -> (std::path::PathBuf, std::p
     (script, marker)
 }
 
+/// The environment of a converter of the test's own that runs `ffmpeg`, one job at a time.
+fn converter_env(names: &Names, ffmpeg: &std::path::Path) -> ServiceEnv {
+    test_env(Service::Converter, free_port(), names, None, 0).set("FFMPEG_PATH", ffmpeg.display()).set("CONVERTER_CONCURRENCY", 1)
+}
+
 async fn start_converter(names: &Names, ffmpeg: &std::path::Path, grace: &str) -> Proc {
-    let health = free_port();
-    let mut env = names.env();
-    env.extend([
-        ("HEALTH_PORT".to_owned(), health.to_string()),
-        ("FFMPEG_PATH".to_owned(), ffmpeg.display().to_string()),
-        ("SHUTDOWN_GRACE_SECONDS".to_owned(), grace.to_owned()),
-        ("CONVERTER_CONCURRENCY".to_owned(), "1".to_owned()),
-    ]);
-    let p = Proc::spawn("converter", &env).unwrap();
-    wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
+    let env = converter_env(names, ffmpeg).set("SHUTDOWN_GRACE_SECONDS", grace);
+    let p = Proc::service(&env).unwrap();
+    wait_ok(&env.ready_url(), Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", p.log_text()));
     p
 }
 
@@ -41,31 +37,12 @@ async fn queue_job(names: &Names) -> ObjectId {
     common::gridfs::upload(&common::gridfs::bucket(&client.database(&names.videos_db)), id, "v", doc! {"username": "a@example.com"}, file)
         .await
         .unwrap();
-    let (conn, ch) = testkit::amqp_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    common::amqp::declare_topology(&conn, &names.video_queue).await.unwrap();
-    let body = JobMessage::new_video(id.to_hex(), "a@example.com").to_json();
-    common::amqp::publish_confirmed(&ch, &names.video_queue, &body, common::amqp::json_properties(Default::default())).await.unwrap();
+    testkit::publish(&names.video_queue, &JobMessage::new_video(id.to_hex(), "a@example.com").to_json()).await.unwrap();
     id
 }
 
 async fn wait_for(path: &std::path::Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn wait_exit(p: &mut Proc, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{} did not exit in {timeout:?}:\n{}", p.name, p.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(&format!("{} appears", path.display()), timeout, || std::future::ready(path.exists().then_some(()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +54,7 @@ async fn sigterm_lets_the_job_in_hand_finish() {
     let video = queue_job(&names).await;
     wait_for(&started, Duration::from_secs(20)).await;
     converter.terminate();
-    let status = wait_exit(&mut converter, Duration::from_secs(20));
+    let status = converter.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{}", converter.log_text());
 
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
@@ -97,7 +74,7 @@ async fn sigterm_returns_the_job_when_the_grace_period_is_over() {
     wait_for(&started, Duration::from_secs(20)).await;
     let t = Instant::now();
     converter.terminate();
-    let status = wait_exit(&mut converter, Duration::from_secs(10));
+    let status = converter.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{}", converter.log_text());
     assert!(t.elapsed() < Duration::from_secs(5), "stopped within the grace period: {:?}", t.elapsed());
 
@@ -130,24 +107,24 @@ async fn a_message_that_kills_its_converter_is_dead_lettered_after_the_redeliver
     // The converter that dead-letters the message lives until the end of the test.
     let (dead, _survivor) = 'outer: loop {
         assert!(spawned < 8, "the message killed {spawned} converters and is still not dead-lettered");
-        let mut env = names.env();
-        env.extend([
-            ("HEALTH_PORT".to_owned(), free_port().to_string()),
-            ("FFMPEG_PATH".to_owned(), ffmpeg.display().to_string()),
-            ("CONVERTER_CONCURRENCY".to_owned(), "1".to_owned()),
-            ("MAX_REDELIVERIES".to_owned(), "2".to_owned()),
-        ]);
-        let mut converter = Proc::spawn("converter", &env).unwrap();
+        let mut converter = Proc::service(&converter_env(&names, &ffmpeg).set("MAX_REDELIVERIES", 2)).unwrap();
         spawned += 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if converter.child.try_wait().unwrap().is_some() {
-                break;
+        // The converter dies (`None`: spawn the next) or dead-letters the message.
+        let what = format!("converter {spawned} dies or dead-letters");
+        let dead = testkit::poll_until(&what, Duration::from_secs(30), || {
+            let died = converter.exited().is_some();
+            let (ch, dead_q) = (&ch, &dead_q);
+            async move {
+                match died {
+                    true => Some(None),
+                    false => take_message(ch, dead_q, Duration::from_millis(200)).await.map(Some),
+                }
             }
-            if let Some(dead) = take_message(&ch, &dead_q, Duration::from_millis(200)).await {
-                break 'outer (dead, converter);
-            }
-            assert!(Instant::now() < deadline, "converter {spawned} neither died nor dead-lettered:\n{}", converter.log_text());
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", converter.log_text()));
+        if let Some(dead) = dead {
+            break 'outer (dead, converter);
         }
     };
     let reason = dead.header_str("x-failure-reason").unwrap();

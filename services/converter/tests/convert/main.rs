@@ -4,62 +4,20 @@ use std::time::Duration;
 
 use common::message::{Failure, JobMessage};
 use converter::{Application, Config};
-use mongodb::bson::{doc, oid::ObjectId, Document};
-use testkit::{media, take_message, Media, Names};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use mongodb::bson::{doc, oid::ObjectId};
+use testkit::{media, take_message, test_env, Media, Names, Service};
 
-struct Running {
-    names: Names,
-    videos: mongodb::Database,
-    mp3s: mongodb::Database,
-    _stop: DropGuard,
-}
+mod helpers;
 
-async fn start() -> Running {
-    start_with(&[]).await
-}
-
-async fn start_with(extra: &[(&str, &str)]) -> Running {
-    common::telemetry::init();
-    let names = Names::new();
-    let mut env = testkit::env_of(&[&names.env()]);
-    env.set("HEALTH_PORT", "0").set("CONVERTER_CONCURRENCY", "2");
-    for (k, v) in extra {
-        env.set(*k, *v);
-    }
-    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
-    let health = app.health_port();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    testkit::wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20)).await.unwrap();
-    let client = names.mongo().await;
-    Running { videos: client.database(&names.videos_db), mp3s: client.database(&names.mp3s_db), names, _stop: stop.drop_guard() }
-}
-
-async fn put_video(r: &Running, path: &std::path::Path, owner: &str) -> ObjectId {
-    let id = ObjectId::new();
-    let file = tokio::fs::File::open(path).await.unwrap();
-    common::gridfs::upload(&common::gridfs::bucket(&r.videos), id, "v", doc! {"username": owner}, file).await.unwrap();
-    id
-}
-
-async fn publish(queue: &str, body: &[u8]) {
-    let (_c, ch) = testkit::amqp_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    common::amqp::publish_confirmed(&ch, queue, body, common::amqp::json_properties(Default::default())).await.unwrap();
-}
-
-async fn mp3_count(r: &Running) -> u64 {
-    r.mp3s.collection::<Document>("fs.files").count_documents(doc! {}).await.unwrap()
-}
+use helpers::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converts_once_even_when_the_message_is_delivered_twice() {
-    let r = start().await;
+    let r = spawn_app(&[]).await;
     let src = media(Media::Mp4, 3);
-    let video = put_video(&r, &src, "owner@example.com").await;
+    let video = r.put_video(&src, "owner@example.com").await;
     let msg = JobMessage::new_video(video.to_hex(), "owner@example.com").to_json();
-    publish(&r.names.video_queue, &msg).await;
+    r.publish_video(&msg).await;
 
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let first = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(30)).await.expect("mp3 announced");
@@ -75,24 +33,24 @@ async fn converts_once_even_when_the_message_is_delivered_twice() {
     assert!(file.length > 10_000, "a 3 s mp3 has some size: {}", file.length);
 
     // Redelivery: the same mp3 is announced again, no second file.
-    publish(&r.names.video_queue, &msg).await;
+    r.publish_video(&msg).await;
     let again = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(30)).await.expect("announced again");
     assert_eq!(again.json()["mp3_fid"], mp3_fid.as_str());
-    assert_eq!(mp3_count(&r).await, 1);
+    assert_eq!(r.mp3_count().await, 1);
     testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconvertible_videos_are_dead_lettered_with_a_reason_and_the_owner_told() {
-    let r = start().await;
-    let silent = put_video(&r, &media(Media::SilentMp4, 2), "owner@example.com").await;
+    let r = spawn_app(&[]).await;
+    let silent = r.put_video(&media(Media::SilentMp4, 2), "owner@example.com").await;
     let junk_path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk_path.path(), [&b"\0\0\0\x20ftypisom"[..], &[0x5a; 4096]].concat()).unwrap();
-    let junk = put_video(&r, junk_path.path(), "owner@example.com").await;
+    let junk = r.put_video(junk_path.path(), "owner@example.com").await;
     for v in [silent, junk] {
-        publish(&r.names.video_queue, &JobMessage::new_video(v.to_hex(), "owner@example.com").to_json()).await;
+        r.publish_video(&JobMessage::new_video(v.to_hex(), "owner@example.com").to_json()).await;
     }
-    publish(&r.names.video_queue, b"this is not json").await;
+    r.publish_video(b"this is not json").await;
 
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let dead_q = common::amqp::dead_queue(&r.names.video_queue);
@@ -115,11 +73,11 @@ async fn unconvertible_videos_are_dead_lettered_with_a_reason_and_the_owner_told
     }
     notices.sort();
     assert_eq!(notices, vec!["the uploaded file is not a video or audio file ffmpeg can read", "the video has no audio track"]);
-    assert_eq!(mp3_count(&r).await, 0);
+    assert_eq!(r.mp3_count().await, 0);
 
     // The queue is not blocked: a good video after them converts.
-    let good = put_video(&r, &media(Media::Mkv, 2), "owner@example.com").await;
-    publish(&r.names.video_queue, &JobMessage::new_video(good.to_hex(), "owner@example.com").to_json()).await;
+    let good = r.put_video(&media(Media::Mkv, 2), "owner@example.com").await;
+    r.publish_video(&JobMessage::new_video(good.to_hex(), "owner@example.com").to_json()).await;
     let ok = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(30)).await.expect("good video converted").json();
     assert_eq!(ok["video_fid"], good.to_hex());
     testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
@@ -127,7 +85,7 @@ async fn unconvertible_videos_are_dead_lettered_with_a_reason_and_the_owner_told
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_is_copied_not_reencoded() {
-    let r = start().await;
+    let r = spawn_app(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("a.mkv");
     let ok = std::process::Command::new("ffmpeg")
@@ -136,8 +94,8 @@ async fn mp3_audio_is_copied_not_reencoded() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let video = put_video(&r, &src, "owner@example.com").await;
-    publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
+    let video = r.put_video(&src, "owner@example.com").await;
+    r.publish_video(&JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let msg = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(30)).await.expect("announced").json();
     let fid = ObjectId::parse_str(msg["mp3_fid"].as_str().unwrap()).unwrap();
@@ -150,10 +108,8 @@ async fn mp3_audio_is_copied_not_reencoded() {
 
 #[tokio::test]
 async fn refuses_to_start_without_ffmpeg() {
-    let names = Names::new();
-    let mut env = testkit::env_of(&[&names.env()]);
-    env.set("HEALTH_PORT", "0").set("FFMPEG_PATH", "/nonexistent/ffmpeg");
-    let err = Application::build(Config::from_env(&env).unwrap()).await.err().expect("start-up refused");
+    let env = test_env(Service::Converter, 0, &Names::new(), None, 0).set("FFMPEG_PATH", "/nonexistent/ffmpeg");
+    let err = Application::build(Config::from_env(&env.to_env()).unwrap()).await.err().expect("start-up refused");
     assert_eq!(err.to_string(), "/nonexistent/ffmpeg not found; install ffmpeg or set FFMPEG_PATH/FFPROBE_PATH");
 }
 
@@ -164,7 +120,7 @@ async fn refuses_to_start_without_ffmpeg() {
 /// ones came back as mp3s of the named file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlists_and_other_references_are_not_media_and_nothing_they_name_is_read() {
-    let r = start().await;
+    let r = spawn_app(&[]).await;
     let secrets = tempfile::tempdir().unwrap();
     let secret = |ext: &str, codec: &str| {
         let path = secrets.path().join(format!("secret.{ext}"));
@@ -210,8 +166,8 @@ async fn playlists_and_other_references_are_not_media_and_nothing_they_name_is_r
             let file = tempfile::NamedTempFile::new().unwrap();
             std::fs::write(file.path(), [prefix, text.as_bytes()].concat()).unwrap();
             let owner = format!("{}-{}@example.com", name.replace([' ', ':'], "-"), prefix.len());
-            let video = put_video(&r, file.path(), &owner).await;
-            publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), &owner).to_json()).await;
+            let video = r.put_video(file.path(), &owner).await;
+            r.publish_video(&JobMessage::new_video(video.to_hex(), &owner).to_json()).await;
             expected += 1;
         }
     }
@@ -232,14 +188,14 @@ async fn playlists_and_other_references_are_not_media_and_nothing_they_name_is_r
         told.insert(notice["username"].as_str().unwrap().to_owned());
     }
     assert_eq!(told.len(), expected, "every owner told once: {told:?}");
-    assert_eq!(mp3_count(&r).await, 0, "no mp3 made from a referenced file");
+    assert_eq!(r.mp3_count().await, 0, "no mp3 made from a referenced file");
     testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
 }
 
 /// The formats people upload still convert under the input whitelist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn common_containers_still_convert() {
-    let r = start().await;
+    let r = spawn_app(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let made: &[(&str, &[&str])] = &[
         ("webm", &["-c:a", "libopus"]),
@@ -268,8 +224,8 @@ async fn common_containers_still_convert() {
     }
     let mut videos = std::collections::BTreeSet::new();
     for src in &sources {
-        let video = put_video(&r, src, "owner@example.com").await;
-        publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
+        let video = r.put_video(src, "owner@example.com").await;
+        r.publish_video(&JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
         videos.insert(video.to_hex());
     }
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
@@ -294,10 +250,10 @@ async fn a_job_past_its_deadline_fails_for_good_without_retries() {
     std::fs::write(&ffmpeg, "#!/bin/sh\nexec sleep 120\n").unwrap();
     std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ffmpeg = ffmpeg.display().to_string();
-    let r = start_with(&[("FFMPEG_PATH", &ffmpeg), ("JOB_DEADLINE_SECONDS", "2"), ("MAX_ATTEMPTS", "5"), ("RETRY_BASE_MS", "100")]).await;
-    let video = put_video(&r, &media(Media::Mkv, 2), "owner@example.com").await;
+    let r = spawn_app(&[("FFMPEG_PATH", &ffmpeg), ("JOB_DEADLINE_SECONDS", "2"), ("MAX_ATTEMPTS", "5"), ("RETRY_BASE_MS", "100")]).await;
+    let video = r.put_video(&media(Media::Mkv, 2), "owner@example.com").await;
     let started = std::time::Instant::now();
-    publish(&r.names.video_queue, &JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
+    r.publish_video(&JobMessage::new_video(video.to_hex(), "owner@example.com").to_json()).await;
 
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let dead = take_message(&ch, &common::amqp::dead_queue(&r.names.video_queue), Duration::from_secs(30)).await.expect("dead-lettered");
@@ -307,6 +263,6 @@ async fn a_job_past_its_deadline_fails_for_good_without_retries() {
     let notice = take_message(&ch, &r.names.mp3_queue, Duration::from_secs(10)).await.expect("owner told").json();
     assert_eq!(notice["error"], Failure::TooLong.user_text());
     assert!(take_message(&ch, &common::amqp::retry_queue(&r.names.video_queue), Duration::from_millis(500)).await.is_none());
-    assert_eq!(mp3_count(&r).await, 0);
+    assert_eq!(r.mp3_count().await, 0);
     testkit::delete_queues(&[&r.names.video_queue, &r.names.mp3_queue]).await;
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::amqp;
@@ -22,7 +22,7 @@ use futures_util::TryStreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use testkit::{free_port, media, take_message, unique, unique_email, wait_ok, Media, Names, Proc, Stack};
+use testkit::{eventually, free_port, media, take_message, unique, unique_email, wait_ok, Media, Names, Proc, Service, Stack};
 use tokio::task::JoinSet;
 
 const READY_SUBJECT: &str = "MP3 Download";
@@ -37,22 +37,6 @@ const FAILED_SUBJECT: &str = "MP3 Download failed";
 async fn within<F: Future<Output = ()>>(limit: Duration, test: F) {
     if tokio::time::timeout(limit, test).await.is_err() {
         panic!("the test did not finish within {limit:?}");
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some` or `timeout` passes.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -111,14 +95,6 @@ async fn dead_letters(queue: &str) -> u32 {
 async fn mp3_files(mongo: &mongodb::Client, names: &Names) -> Vec<Document> {
     let files = mongo.database(&names.mp3s_db).collection::<Document>("fs.files");
     files.find(doc! {}).await.expect("list mp3s").try_collect().await.expect("read mp3s")
-}
-
-/// Publishes one persistent message to `queue` with a confirm.
-async fn publish_raw(queue: &str, body: &[u8]) {
-    let (conn, ch) = testkit::amqp_channel().await.expect("broker reachable");
-    ch.confirm_select(Default::default()).await.unwrap();
-    amqp::declare_topology(&conn, queue).await.unwrap();
-    amqp::publish_confirmed(&ch, queue, body, amqp::json_properties(Default::default())).await.unwrap();
 }
 
 /// Mails by subject, as one maildev's REST API (`base`) shows them for `to`.
@@ -185,15 +161,6 @@ fn mp3_ids(files: &[Document]) -> BTreeSet<String> {
     files.iter().filter_map(|f| f.get_object_id("_id").ok()).map(|id| id.to_hex()).collect()
 }
 
-/// The same variables `Stack::start` gave the converter, for starting another one.
-fn converter_env(names: &Names, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
-    let health = free_port();
-    let mut env = names.env();
-    env.push(("HEALTH_PORT".to_owned(), health.to_string()));
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    (health, env)
-}
-
 fn multipart(bytes: Vec<u8>, name: &str) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()))
 }
@@ -209,51 +176,6 @@ fn noise(n: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// A child process of the test (a server of its own), killed when dropped.
-struct OwnServer {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl OwnServer {
-    fn spawn(cmd: &mut Command, name: &str) -> Self {
-        let log = std::env::temp_dir().join(format!("mp3c-fault-{name}-{}.log", unique()));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { child: Some(child), log }
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
-    }
 }
 
 /// RabbitMQ's application stopped (`rabbitmqctl stop_app`: the node stays up, so `start_app`
@@ -497,9 +419,9 @@ exec ffmpeg -re "$@"
         assert_eq!(mp3_files(&mongo, &stack.names).await.len(), 0, "killed before storing the mp3");
 
         // A new converter with the same environment finishes the job.
-        let (health, env) = converter_env(&stack.names, &extra);
-        stack.converter = Proc::spawn("converter", &env).unwrap();
-        wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20)).await.unwrap();
+        let env = stack.env(Service::Converter, free_port());
+        stack.converter = Proc::service(&env).unwrap();
+        wait_ok(&env.ready_url(), Duration::from_secs(20)).await.unwrap();
         testkit::wait_for_mails(&owner, 1, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
         wait_idle(&stack.names, Duration::from_secs(30)).await;
 
@@ -531,9 +453,9 @@ async fn fault_poison_inputs() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
 
-        publish_raw(&stack.names.video_queue, b"\x00\xffthis is { not JSON").await;
+        testkit::publish(&stack.names.video_queue, b"\x00\xffthis is { not JSON").await.unwrap();
         let unknown = ObjectId::new();
-        publish_raw(&stack.names.video_queue, &JobMessage::new_video(unknown.to_hex(), owner.clone()).to_json()).await;
+        testkit::publish(&stack.names.video_queue, &JobMessage::new_video(unknown.to_hex(), owner.clone()).to_json()).await.unwrap();
         // An MP4 signature, so the gateway's content check lets it through, then noise.
         let junk = dir.path().join("junk.mp4");
         std::fs::write(&junk, [&b"\0\0\0\x20ftypisom"[..], &noise(256 * 1024)].concat()).unwrap();
@@ -626,7 +548,7 @@ async fn fault_smtp_down() {
         assert!(maildev.exists(), "{} missing: run scripts/deps.sh", maildev.display());
         let mut cmd = Command::new(&maildev);
         cmd.args(["--smtp", &smtp_s, "--web", &web.to_string(), "--ip", "127.0.0.1", "--web-ip", "127.0.0.1"]);
-        let server = OwnServer::spawn(&mut cmd, "maildev");
+        let server = Proc::start(&mut cmd, "maildev").unwrap().stop_on_drop(Duration::from_secs(5));
         let base = format!("http://127.0.0.1:{web}");
         let arrived = eventually("the mail arrives once the server is up", Duration::from_secs(45), || {
             let (base, owner) = (base.clone(), owner.clone());
@@ -660,14 +582,14 @@ async fn fault_smtp_down() {
 // ---------------------------------------------------------------------------------------------
 
 /// A SecantusDB (MongoDB-compatible) server of the test's own, on `port` with `storage`.
-fn start_mongo(port: u16, storage: &Path, run_dir: &Path) -> OwnServer {
+fn start_mongo(port: u16, storage: &Path, run_dir: &Path) -> Proc {
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "secantus", "--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
         .arg(storage)
         .args(["--oplog-retention-seconds", "30", "--log-level", "WARNING"])
         // Away from any ./secantusd.toml.
         .current_dir(run_dir);
-    OwnServer::spawn(&mut cmd, "secantusd")
+    Proc::start(&mut cmd, "secantusd").unwrap().stop_on_drop(Duration::from_secs(5))
 }
 
 async fn mongo_up(uri: &str, timeout: Duration) {
@@ -701,7 +623,7 @@ async fn fault_mongodb_restart() {
         let mail = testkit::wait_for_mails(&owner, 1, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
         let first_fid = testkit::fid_from_mail(&mail[0].text).expect("fid in mail");
 
-        server.stop(Duration::from_secs(10));
+        server.stop(Duration::from_secs(10)).await;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let timed = |req: reqwest::RequestBuilder| async move {
             let t = Instant::now();
@@ -771,8 +693,8 @@ async fn fault_duplicate_delivery_makes_one_result() {
         common::gridfs::upload(&common::gridfs::bucket(&videos), video, "v.mkv", doc! {"username": &owner}, file).await.unwrap();
         // Back to back, so two converters' slots (or two notifier slots) hold them at once.
         let msg = JobMessage::new_video(video.to_hex(), owner.clone()).to_json();
-        publish_raw(&stack.names.video_queue, &msg).await;
-        publish_raw(&stack.names.video_queue, &msg).await;
+        testkit::publish(&stack.names.video_queue, &msg).await.unwrap();
+        testkit::publish(&stack.names.video_queue, &msg).await.unwrap();
 
         testkit::wait_for_mails(&owner, 1, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
         wait_idle(&stack.names, Duration::from_secs(30)).await;

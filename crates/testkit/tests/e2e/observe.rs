@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use testkit::{fid_from_mail, media, metric, scrape, take_message, unique, unique_email, wait_for_mails, wait_metric, Media, Stack};
+use testkit::{
+    fid_from_mail, media, metric, poll_until, scrape, take_message, unique, unique_email, wait_for_mails, wait_metric, Media, Stack,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -143,17 +145,15 @@ async fn one_traceparent_is_followed_through_all_four_services() {
         ("converter", silent, "dead-lettering message"),
         ("notification", silent, "mail sent"),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for (service, trace_id, message) in expect {
         let proc_ = [&stack.gateway, &stack.converter, &stack.notification].into_iter().find(|p| p.name == service).unwrap();
-        loop {
-            let lines = lines_with_trace(&proc_.log_text(), trace_id);
-            if lines.iter().any(|l| l["fields"]["message"] == message) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{service}: no {message:?} line with trace {trace_id}:\n{}", stack.logs());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll_until(&format!("{service}: a {message:?} line with trace {trace_id}"), Duration::from_secs(20), || {
+            std::future::ready(
+                lines_with_trace(&proc_.log_text(), trace_id).iter().any(|l| l["fields"]["message"] == message).then_some(()),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}:\n{}", stack.logs()));
     }
     // Auth validated both uploads within their traces.
     for trace_id in [good, silent] {
@@ -228,24 +228,21 @@ async fn a_real_prometheus_scrapes_the_four_services() {
             resp.json::<serde_json::Value>().await.ok()
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let value = |v: &Option<serde_json::Value>| {
+        v.as_ref().and_then(|v| v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()))
+    };
+    let seen = std::sync::Mutex::new(None);
+    let polled = poll_until("prometheus sees four healthy targets", Duration::from_secs(60), || async {
         // All four targets up, and the 404 download (counted by the gateway) stored.
         let up = query("sum(up{job=\"mp3converter\"})").await;
         let downloads = query("sum(http_requests_total{route=\"/download\",status=\"404\"})").await;
-        let value = |v: &Option<serde_json::Value>| {
-            v.as_ref().and_then(|v| v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()))
-        };
-        if value(&up) == Some(4.0) && value(&downloads) == Some(1.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "prometheus did not see four healthy targets: {:?}\n{}",
-            (up, downloads),
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let done = value(&up) == Some(4.0) && value(&downloads) == Some(1.0);
+        *seen.lock().unwrap() = Some((up, downloads));
+        done.then_some(())
+    })
+    .await;
+    if let Err(e) = polled {
+        panic!("{e}: {:?}\n{}", seen.lock().unwrap(), std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default());
     }
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }
@@ -297,23 +294,21 @@ async fn spans_go_to_the_otlp_collector_in_the_callers_trace() {
         kv.extend(svc.as_bytes());
         kv
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let missing = || {
         let bodies = received.lock().unwrap().clone();
         let missing: Vec<&str> = ["auth", "gateway", "converter", "notification"]
             .into_iter()
             .filter(|svc| !bodies.iter().any(|b| has(b, &raw) && has(b, &service_name(svc))))
             .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no span of trace {trace_id} from {missing:?} among {} exports\n{}",
-            bodies.len(),
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        (missing, bodies.len())
+    };
+    let polled = poll_until(&format!("a span of trace {trace_id} from every service"), Duration::from_secs(30), || {
+        std::future::ready(missing().0.is_empty().then_some(()))
+    })
+    .await;
+    if let Err(e) = polled {
+        let (missing, exports) = missing();
+        panic!("{e}: none from {missing:?} among {exports} exports\n{}", stack.logs());
     }
     testkit::delete_queues(&[&stack.names.video_queue, &stack.names.mp3_queue]).await;
 }

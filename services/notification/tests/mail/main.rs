@@ -3,46 +3,19 @@
 use std::time::Duration;
 
 use common::message::JobMessage;
-use notification::{Application, Config};
-use testkit::{mails_to, take_message, unique_email, wait_for_mails, Names};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use testkit::{mails_to, take_message, unique_email, wait_for_mails};
 
-async fn start(names: &Names) -> DropGuard {
-    start_with(names, &[]).await
-}
+mod helpers;
 
-async fn start_with(names: &Names, extra: &[(&str, &str)]) -> DropGuard {
-    let mut env = testkit::env_of(&[&names.env()]);
-    for (k, v) in extra {
-        env.set(*k, *v);
-    }
-    env.set("HEALTH_PORT", "0")
-        .set("SMTP_HOST", testkit::smtp_host())
-        .set("SMTP_PORT", testkit::smtp_port())
-        .set("SMTP_TLS", "none")
-        .set("SMTP_AUTH", "false")
-        .set("GMAIL_ADDRESS", "mp3converter@localhost");
-    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
-    let health = app.health_port();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    testkit::wait_ok(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(20)).await.unwrap();
-    stop.drop_guard()
-}
-
-async fn publish(queue: &str, body: &[u8]) {
-    let (_c, ch) = testkit::amqp_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    common::amqp::publish_confirmed(&ch, queue, body, common::amqp::json_properties(Default::default())).await.unwrap();
-}
+use helpers::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mails_the_owner_once_per_mp3() {
-    let names = Names::new();
-    let _app = start(&names).await;
+    let app = spawn_app(&[]).await;
+    let names = &app.names;
     let to = unique_email();
     let msg = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcd".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &to) };
-    publish(&names.mp3_queue, &msg.to_json()).await;
+    app.publish(&msg).await;
     let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails[0].subject, "MP3 Download");
     // The original's line, verbatim, then the signed link to the job (the video's id).
@@ -51,11 +24,11 @@ async fn mails_the_owner_once_per_mp3() {
     assert_eq!(mails[0].from[0].address, "mp3converter@localhost");
 
     // A redelivered message sends nothing new.
-    publish(&names.mp3_queue, &msg.to_json()).await;
+    app.publish(&msg).await;
     let marker = unique_email();
     let other =
         JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcf".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &marker) };
-    publish(&names.mp3_queue, &other.to_json()).await;
+    app.publish(&other).await;
     wait_for_mails(&marker, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails_to(&to).await.unwrap().len(), 1, "no duplicate mail");
     testkit::delete_queues(&[&names.mp3_queue]).await;
@@ -63,11 +36,11 @@ async fn mails_the_owner_once_per_mp3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_the_owner_when_conversion_failed() {
-    let names = Names::new();
-    let _app = start(&names).await;
+    let app = spawn_app(&[]).await;
+    let names = &app.names;
     let to = unique_email();
     let msg = JobMessage { error: Some("the video has no audio track".into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", &to) };
-    publish(&names.mp3_queue, &msg.to_json()).await;
+    app.publish(&msg).await;
     let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
     assert_eq!(mails[0].subject, "MP3 Download failed");
     assert!(
@@ -80,8 +53,8 @@ async fn tells_the_owner_when_conversion_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_mails_carry_a_fixed_reason_never_driver_text() {
-    let names = Names::new();
-    let _app = start(&names).await;
+    let app = spawn_app(&[]).await;
+    let names = &app.names;
     // Each class's sentence arrives as it is; a reason with driver/OS detail (what an older
     // converter sent once its retries ran out) arrives as the internal-error sentence.
     let leaked = "gave up after 5 attempts: MongoDB unavailable: Kind: I/O error: Connection refused (os error 111), labels: {}";
@@ -95,7 +68,7 @@ async fn failure_mails_carry_a_fixed_reason_never_driver_text() {
         // Its own video id: failure mails are deduplicated per video.
         let video = mongodb::bson::oid::ObjectId::new().to_hex();
         let msg = JobMessage { error: Some(error.into()), ..JobMessage::new_video(&video, &to) };
-        publish(&names.mp3_queue, &msg.to_json()).await;
+        app.publish(&msg).await;
         let mails = wait_for_mails(&to, 1, Duration::from_secs(20)).await.unwrap();
         assert_eq!(mails[0].subject, "MP3 Download failed");
         let (body, head) = (mails[0].text.trim(), format!("Your video {video} could not be converted to MP3.\nReason: {expected}"));
@@ -110,12 +83,12 @@ async fn failure_mails_carry_a_fixed_reason_never_driver_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recipients_and_header_injection_are_dead_lettered() {
-    let names = Names::new();
-    let _app = start(&names).await;
+    let app = spawn_app(&[]).await;
+    let names = &app.names;
     let victim = unique_email();
     let injected = format!("{victim}\r\nBcc: {}", unique_email());
     let msg = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abcd".into()), ..JobMessage::new_video("x", &injected) };
-    publish(&names.mp3_queue, &msg.to_json()).await;
+    app.publish(&msg).await;
     let (_c, ch) = testkit::amqp_channel().await.unwrap();
     let dead = take_message(&ch, &common::amqp::dead_queue(&names.mp3_queue), Duration::from_secs(20)).await.expect("dead-lettered");
     assert!(dead.header_str("x-failure-reason").unwrap().starts_with("invalid recipient address"));
@@ -128,9 +101,9 @@ async fn a_claim_left_by_a_notifier_that_died_mid_send_is_taken_over_after_its_l
     use mongodb::bson::{doc, DateTime, Document};
     use std::time::Instant;
 
-    let names = Names::new();
     // SMTP timeout 1 s: a send may take 2 s, a claim is stale after 4 s.
-    let _app = start_with(&names, &[("SMTP_TIMEOUT_SECONDS", "1")]).await;
+    let app = spawn_app(&[("SMTP_TIMEOUT_SECONDS", "1")]).await;
+    let names = &app.names;
     let sent = names.mongo().await.database(&names.mp3s_db).collection::<Document>("sent_mails");
     let (old, fresh) = (unique_email(), unique_email());
     let fids = ["65f0c0ffee0123456789ab01", "65f0c0ffee0123456789ab02"];
@@ -144,7 +117,7 @@ async fn a_claim_left_by_a_notifier_that_died_mid_send_is_taken_over_after_its_l
     let t = Instant::now();
     for (to, fid) in [(&old, fids[0]), (&fresh, fids[1])] {
         let msg = JobMessage { mp3_fid: Some(fid.into()), ..JobMessage::new_video("65f0c0ffee0123456789abce", to) };
-        publish(&names.mp3_queue, &msg.to_json()).await;
+        app.publish(&msg).await;
     }
     wait_for_mails(&old, 1, Duration::from_secs(10)).await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(3), "a stale claim is taken over at once: {:?}", t.elapsed());

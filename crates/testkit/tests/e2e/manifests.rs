@@ -102,11 +102,12 @@ fn code_and_manifests_agree_on_every_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binaries_run_the_tutorial_flow_with_the_manifests_environment() {
-    // The manifests point at the host's MySQL with init.sql (and, here, the development
-    // auth_user of dev-seed.sql) applied, as the original does.
+    // The manifests point at the host's MySQL with init.sql, the auth migrations (and, here, the
+    // development auth_user of dev-seed.sql) applied, as the original does.
     let mut conn: sqlx::MySqlConnection = sqlx::Connection::connect(&testkit::mysql_admin_url()).await.unwrap();
-    sqlx::raw_sql(include_str!("../../../init.sql")).execute(&mut conn).await.expect("init.sql applies");
-    sqlx::raw_sql(include_str!("../../../dev-seed.sql")).execute(&mut conn).await.expect("dev-seed.sql applies");
+    sqlx::raw_sql(include_str!("../../../../init.sql")).execute(&mut conn).await.expect("init.sql applies");
+    testkit::migrate_auth(&testkit::mysql_admin_url(), "auth").await.expect("the auth migrations apply");
+    sqlx::raw_sql(include_str!("../../../../dev-seed.sql")).execute(&mut conn).await.expect("dev-seed.sql applies");
 
     let local = |extra: Vec<String>| {
         let mut maps = vec!["host.minikube.internal=127.0.0.1".to_owned(), "rabbitmq=127.0.0.1".to_owned()];

@@ -142,5 +142,4 @@ async fn a_full_video_queue_answers_503_with_retry_after_and_loses_nothing_accep
 /// Jobs (issue 15) through the four running binaries: state and progress events of a real
 /// conversion, output options checked with ffprobe, the signed link in the mail, and delete
 /// before and during conversion.
-#[path = "pipeline/jobs.rs"]
 mod jobs;

@@ -3,44 +3,21 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use auth::{Application, Config};
-use common::Env;
-use testkit::{add_user, bin_path, unique_email, AuthDb, JWT_SECRET};
-use tokio_util::sync::CancellationToken;
+use testkit::{bin_path, unique_email, AuthDb};
 
-struct App {
-    base: String,
-    db: AuthDb,
-    _stop: tokio_util::sync::DropGuard,
-}
+mod helpers;
 
-async fn spawn_app(extra: &[(&str, &str)]) -> App {
-    let db = AuthDb::create().await.unwrap();
-    let mut env = Env::from_pairs(db.env());
-    env.set("PORT", "0").set("JWT_SECRET", JWT_SECRET);
-    for (k, v) in extra {
-        env.set(*k, *v);
-    }
-    let app = Application::build(Config::from_env(&env).unwrap()).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    App { base, db, _stop: stop.drop_guard() }
-}
-
-async fn login(app: &App, user: &str, pass: &str) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{}/login", app.base)).basic_auth(user, Some(pass)).send().await.unwrap()
-}
+use helpers::spawn_app;
 
 #[tokio::test]
 async fn login_issues_a_token_that_validates_to_the_contract_claims() {
     let app = spawn_app(&[]).await;
     let email = unique_email();
-    add_user(&app.db, &email, "Password123!", true).unwrap();
-    let resp = login(&app, &email, "Password123!").await;
+    app.add_user(&email, "Password123!", true).unwrap();
+    let resp = app.login(&email, "Password123!").await;
     assert_eq!(resp.status(), 200);
     let token = resp.text().await.unwrap();
-    let resp = reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(&token).send().await.unwrap();
+    let resp = app.validate(&token).await;
     assert_eq!(resp.status(), 200);
     let claims: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(claims["username"], email.as_str());
@@ -50,10 +27,10 @@ async fn login_issues_a_token_that_validates_to_the_contract_claims() {
 
     // Typed in other letter case, the login succeeds and the token names the address as stored
     // (downloads are matched and mail is sent by it).
-    let resp = login(&app, &email.to_uppercase(), "Password123!").await;
+    let resp = app.login(&email.to_uppercase(), "Password123!").await;
     assert_eq!(resp.status(), 200);
     let token = resp.text().await.unwrap();
-    let resp = reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(&token).send().await.unwrap();
+    let resp = app.validate(&token).await;
     let claims: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(claims["username"], email.as_str());
 }
@@ -62,7 +39,7 @@ async fn login_issues_a_token_that_validates_to_the_contract_claims() {
 async fn passwords_are_stored_as_argon2id_hashes() {
     let app = spawn_app(&[]).await;
     let email = unique_email();
-    add_user(&app.db, &email, "Password123!", true).unwrap();
+    app.add_user(&email, "Password123!", true).unwrap();
     let mut conn: sqlx::MySqlConnection = sqlx::Connection::connect(&testkit::mysql_admin_url()).await.unwrap();
     let (stored,): (String,) = sqlx::query_as(&format!("SELECT password FROM `{}`.`user` WHERE email = ?", app.db.database))
         .bind(&email)
@@ -76,9 +53,9 @@ async fn passwords_are_stored_as_argon2id_hashes() {
 async fn unknown_user_and_wrong_password_look_the_same() {
     let app = spawn_app(&[]).await;
     let email = unique_email();
-    add_user(&app.db, &email, "Password123!", true).unwrap();
-    let wrong = login(&app, &email, "nope").await;
-    let unknown = login(&app, &unique_email(), "nope").await;
+    app.add_user(&email, "Password123!", true).unwrap();
+    let wrong = app.login(&email, "nope").await;
+    let unknown = app.login(&unique_email(), "nope").await;
     assert_eq!((wrong.status(), unknown.status()), (reqwest::StatusCode::UNAUTHORIZED, reqwest::StatusCode::UNAUTHORIZED));
     assert_eq!(wrong.text().await.unwrap(), "invalid credentials");
     assert_eq!(unknown.text().await.unwrap(), "invalid credentials");
@@ -88,37 +65,36 @@ async fn unknown_user_and_wrong_password_look_the_same() {
 async fn repeated_failures_are_rate_limited_per_account_and_address() {
     let app = spawn_app(&[("LOGIN_MAX_FAILURES", "3"), ("LOGIN_MAX_FAILURES_PER_ADDRESS", "5"), ("LOGIN_WINDOW_SECONDS", "60")]).await;
     let (victim, other) = (unique_email(), unique_email());
-    add_user(&app.db, &victim, "Password123!", true).unwrap();
-    add_user(&app.db, &other, "Password123!", true).unwrap();
+    app.add_user(&victim, "Password123!", true).unwrap();
+    app.add_user(&other, "Password123!", true).unwrap();
     for _ in 0..3 {
-        assert_eq!(login(&app, &victim, "guess").await.status(), 401);
+        assert_eq!(app.login(&victim, "guess").await.status(), 401);
     }
     // This address must wait now, even with the right password, with a Retry-After within the
     // window (other addresses are not slowed: see hostile.rs `strangers_cannot_lock_an_account_out`).
-    let blocked = login(&app, &victim, "Password123!").await;
+    let blocked = app.login(&victim, "Password123!").await;
     assert_eq!(blocked.status(), 429);
     let retry: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(blocked.text().await.unwrap(), "too many failed logins; try again later");
     // Another email from the same address still works until the address limit (5) is hit.
-    assert_eq!(login(&app, &other, "Password123!").await.status(), 200);
-    assert_eq!(login(&app, &other, "guess").await.status(), 401);
-    assert_eq!(login(&app, &unique_email(), "guess").await.status(), 401);
-    assert_eq!(login(&app, &other, "Password123!").await.status(), 429, "address limit reached");
+    assert_eq!(app.login(&other, "Password123!").await.status(), 200);
+    assert_eq!(app.login(&other, "guess").await.status(), 401);
+    assert_eq!(app.login(&unique_email(), "guess").await.status(), 401);
+    assert_eq!(app.login(&other, "Password123!").await.status(), 429, "address limit reached");
 }
 
 #[tokio::test]
 async fn user_command_creates_non_admins_and_resets_passwords() {
     let app = spawn_app(&[]).await;
     let email = unique_email();
-    add_user(&app.db, &email, "Password123!", false).unwrap();
-    let token = login(&app, &email, "Password123!").await.text().await.unwrap();
-    let claims: serde_json::Value =
-        reqwest::Client::new().post(format!("{}/validate", app.base)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    app.add_user(&email, "Password123!", false).unwrap();
+    let token = app.login(&email, "Password123!").await.text().await.unwrap();
+    let claims: serde_json::Value = app.validate(&token).await.json().await.unwrap();
     assert_eq!(claims["admin"], false);
 
     // A duplicate is refused with a clear message.
-    let dup = add_user(&app.db, &email, "Password123!", true).unwrap_err().to_string();
+    let dup = app.add_user(&email, "Password123!", true).unwrap_err().to_string();
     assert!(dup.contains("already exists"), "{dup}");
 
     // set-password reads the new password from stdin.
@@ -135,11 +111,11 @@ async fn user_command_creates_non_admins_and_resets_passwords() {
     child.stdin.take().unwrap().write_all(b"NewPassword456\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(login(&app, &email, "Password123!").await.status(), 401);
-    assert_eq!(login(&app, &email, "NewPassword456").await.status(), 200);
+    assert_eq!(app.login(&email, "Password123!").await.status(), 401);
+    assert_eq!(app.login(&email, "NewPassword456").await.status(), 200);
 
     // Too short a password is refused before anything is written.
-    let short = add_user(&app.db, &unique_email(), "short", true).unwrap_err().to_string();
+    let short = app.add_user(&unique_email(), "short", true).unwrap_err().to_string();
     assert!(short.contains("at least 8 characters"), "{short}");
 }
 
@@ -169,7 +145,7 @@ async fn answers_503_when_mysql_is_unreachable() {
     let port = testkit::free_port().to_string();
     let app = spawn_app(&[("MYSQL_PORT", &port)]).await;
     let started = std::time::Instant::now();
-    let resp = login(&app, "a@b.c", "whatever").await;
+    let resp = app.login("a@b.c", "whatever").await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "5");
     assert_eq!(resp.text().await.unwrap(), "service unavailable; try again later");
