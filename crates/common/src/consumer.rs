@@ -46,13 +46,32 @@ pub struct Job {
     pub attempt: u32,
 }
 
+/// What a delivery's body decodes into before a handler sees it (the typed messages of
+/// [`crate::message`]). A body that does not decode is dead-lettered with the error as its
+/// reason, without reaching the handler.
+pub trait Decode: Sized + Send + Sync + 'static {
+    type Error: std::fmt::Display + Send + Sync;
+    fn decode(body: &[u8]) -> Result<Self, Self::Error>;
+}
+
+/// For handlers that read the body themselves (`job.body`).
+impl Decode for () {
+    type Error = std::convert::Infallible;
+    fn decode(_: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
 /// The work a consumer does.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, job: &Job) -> impl Future<Output = Outcome> + Send;
+    /// What the queue carries.
+    type Message: Decode;
 
-    /// Called before a message is dead-lettered (e.g. to tell the owner). An error puts the
-    /// message back on the queue so the notice is not lost.
-    fn on_dead_letter(&self, _job: &Job, _reason: &str) -> impl Future<Output = anyhow::Result<()>> + Send {
+    fn handle(&self, message: &Self::Message, job: &Job) -> impl Future<Output = Outcome> + Send;
+
+    /// Called before a message that decoded is dead-lettered (e.g. to tell the owner). An error
+    /// puts the message back on the queue so the notice is not lost.
+    fn on_dead_letter(&self, _message: &Self::Message, _job: &Job, _reason: &str) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
 }
@@ -176,6 +195,7 @@ async fn session<H: Handler>(
 async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, delivery: Delivery) {
     let attempt = amqp::attempt_of(&delivery.properties);
     let job = Job { body: delivery.data.clone(), attempt };
+    let message = H::Message::decode(&job.body);
     // The trace the message arrived with (the upload's), or a new one for a message without.
     let parent = crate::trace::from_amqp(delivery.properties.headers().as_ref()).as_deref().and_then(TraceContext::parse);
     let (span, ctx) = crate::telemetry::trace_span!(parent, "job", queue = %settings.queue, delivery_tag = delivery.delivery_tag, attempt);
@@ -190,7 +210,7 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
             let returns = amqp::redeliveries_of(&delivery.properties) + 1;
             let (settled, label) = if returns > settings.retry.max_redeliveries {
                 let reason = format!("{REDELIVERY_LIMIT_REASON} ({returns} times)");
-                (dead_letter(settings, ch, handler, &job, &reason).await, Some("dead_lettered"))
+                (dead_letter(settings, ch, handler, message.as_ref().ok(), &job, &reason).await, Some("dead_lettered"))
             } else {
                 warn!(returns, "message came back unsettled; requeued with its count");
                 let headers = amqp::headers_with_count(&delivery.properties, amqp::REDELIVERIES_HEADER, returns);
@@ -200,10 +220,14 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
         }
         // A handler that panics on some input must not leave its message unsettled (holding a
         // prefetch slot until the connection closes) nor crash-loop on it: it is a poison message.
-        let outcome = match std::panic::AssertUnwindSafe(handler.handle(&job)).catch_unwind().await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::Fail("internal error while processing the message".into()),
+        let outcome = match &message {
+            Ok(message) => match std::panic::AssertUnwindSafe(handler.handle(message, &job)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Fail("internal error while processing the message".into()),
+            },
+            Err(e) => Outcome::Fail(e.to_string()),
         };
+        let message = message.as_ref().ok();
         let label = match &outcome {
             Outcome::Done => "done",
             Outcome::Retry(_) if attempt < settings.retry.max_attempts => "retried",
@@ -222,9 +246,9 @@ async fn process<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler:
                 amqp::publish_confirmed(ch, &amqp::retry_queue(&settings.queue), &job.body, props).await
             }
             Outcome::Retry(reason) => {
-                dead_letter(settings, ch, handler, &job, &format!("gave up after {attempt} attempts: {reason}")).await
+                dead_letter(settings, ch, handler, message, &job, &format!("gave up after {attempt} attempts: {reason}")).await
             }
-            Outcome::Fail(reason) => dead_letter(settings, ch, handler, &job, &reason).await,
+            Outcome::Fail(reason) => dead_letter(settings, ch, handler, message, &job, &reason).await,
         };
         settle(settings, ch, &job, delivery, settled, Some(label)).await
     };
@@ -268,9 +292,18 @@ async fn settle(
     }
 }
 
-async fn dead_letter<H: Handler>(settings: &ConsumerSettings, ch: &Channel, handler: &H, job: &Job, reason: &str) -> anyhow::Result<()> {
+async fn dead_letter<H: Handler>(
+    settings: &ConsumerSettings,
+    ch: &Channel,
+    handler: &H,
+    message: Option<&H::Message>,
+    job: &Job,
+    reason: &str,
+) -> anyhow::Result<()> {
     error!(%reason, "dead-lettering message");
-    handler.on_dead_letter(job, reason).await.context("failed to report the failure")?;
+    if let Some(message) = message {
+        handler.on_dead_letter(message, job, reason).await.context("failed to report the failure")?;
+    }
     let mut headers = amqp::attempt_headers(job.attempt);
     headers.insert(amqp::REASON_HEADER.into(), amqp::reason_value(reason));
     crate::trace::inject_amqp(&mut headers);

@@ -136,6 +136,59 @@ pub async fn find_file(db: &Database, filter: Document) -> anyhow::Result<Option
     bucket(db).find_one(filter).await.context("failed to query GridFS files")
 }
 
+/// The GridFS files of one database, as a store of one kind `K` (the [`crate::videos`] and
+/// [`crate::mp3s`] modules name the kinds and add their operations). Cheap to clone.
+#[derive(Debug)]
+pub struct Store<K> {
+    db: Database,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Store<K> {
+    fn clone(&self) -> Self {
+        Self { db: self.db.clone(), kind: std::marker::PhantomData }
+    }
+}
+
+impl<K> Store<K> {
+    pub fn new(db: &Database) -> Self {
+        Self { db: db.clone(), kind: std::marker::PhantomData }
+    }
+
+    /// The database itself (for what else lives there, and raw checks in tests).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The files collection; only the store modules use it.
+    pub(crate) fn files(&self) -> mongodb::Collection<Document> {
+        self.db.collection("fs.files")
+    }
+
+    /// Bytes `start..=end` of a stored file; see [`read_range`].
+    pub fn read_range(
+        &self,
+        file: &FilesCollectionDocument,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+        read_range(&self.db, file, start, end)
+    }
+}
+
+/// Deletes a file; one already gone is fine (its chunks left by an interrupted delete are
+/// removed).
+pub async fn delete(db: &Database, id: Bson) -> anyhow::Result<()> {
+    match bucket(db).delete(id.clone()).await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(&*e.kind, ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. })) => {
+            db.collection::<Document>("fs.chunks").delete_many(doc! {"files_id": id}).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[derive(Deserialize)]
 struct ChunkData {
     n: i64,

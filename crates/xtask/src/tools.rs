@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use common::amqp::{self, Publisher};
 use common::config::MongoSettings;
 use common::gridfs;
-use common::message::JobMessage;
+use common::message::{Conversion, Mp3Notice, VideoJob};
 use futures_util::{AsyncReadExt as _, StreamExt, TryStreamExt};
 use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -114,17 +114,18 @@ pub struct Rate {
 /// The MongoDB floor of `GET /download?fid=` on a small file: the same two queries the gateway
 /// makes (the owned file's document, then its chunks), from `concurrency` clients for `secs`.
 pub async fn find_rate(db: &Database, id: ObjectId, user: &str, concurrency: usize, secs: f64) -> anyhow::Result<Rate> {
-    gridfs::find_file(db, doc! {"_id": id, "metadata.username": user}).await?.context("no such owned file")?;
+    let mp3 = common::ids::Mp3Id::new(id);
+    common::mp3s::Mp3Store::new(db).find_owned(mp3, user).await?.context("no such owned file")?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (db, user) = (db.clone(), user.to_owned());
+        let (store, db, user) = (common::mp3s::Mp3Store::new(db), db.clone(), user.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let file = gridfs::find_file(&db, doc! {"_id": id, "metadata.username": &user}).await?.context("file vanished")?;
+                let file = store.find_owned(mp3, &user).await?.context("file vanished")?;
                 let mut chunks = std::pin::pin!(gridfs::read_range(&db, &file, 0, file.length.saturating_sub(1)));
                 while chunks.try_next().await?.is_some() {}
                 lat.push(t.elapsed());
@@ -168,8 +169,9 @@ pub async fn jobs(q: &JobQueues<'_>, user: &str, ids: &[ObjectId], burst: bool, 
     amqp::declare_topology(&conn, q.mp3_queue).await?;
     let mut deliveries =
         ch.basic_consume(q.mp3_queue, "bench", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
+    let owner: common::email::Email = user.parse().with_context(|| format!("{user:?} is not an email address"))?;
     let publish = |id: ObjectId| {
-        let body = JobMessage::new_video(id.to_hex(), user.to_owned()).to_json();
+        let body = VideoJob::new(common::ids::VideoId::new(id), owner.clone(), Default::default()).to_json();
         let publisher = &publisher;
         async move { publisher.publish(q.video_queue, &body, FieldTable::default()).await }
     };
@@ -179,10 +181,10 @@ pub async fn jobs(q: &JobQueues<'_>, user: &str, ids: &[ObjectId], burst: bool, 
         for id in ids {
             publish(*id).await?;
         }
-        let mut pending: HashSet<String> = ids.iter().map(|id| id.to_hex()).collect();
+        let mut pending: HashSet<ObjectId> = ids.iter().copied().collect();
         while !pending.is_empty() {
-            let msg = next_done(&mut deliveries, timeout).await?;
-            if pending.remove(&msg.video_fid) {
+            let video = next_done(&mut deliveries, timeout).await?;
+            if pending.remove(&video.oid()) {
                 each.push(first.elapsed().as_secs_f64());
             }
         }
@@ -190,7 +192,7 @@ pub async fn jobs(q: &JobQueues<'_>, user: &str, ids: &[ObjectId], burst: bool, 
         for id in ids {
             let t = Instant::now();
             publish(*id).await?;
-            while next_done(&mut deliveries, timeout).await?.video_fid != id.to_hex() {}
+            while next_done(&mut deliveries, timeout).await?.oid() != *id {}
             each.push(t.elapsed().as_secs_f64());
         }
     }
@@ -199,15 +201,15 @@ pub async fn jobs(q: &JobQueues<'_>, user: &str, ids: &[ObjectId], burst: bool, 
     Ok(Jobs { each, total })
 }
 
-/// The next mp3 message; a failure notice (no `mp3_fid`) is an error.
-async fn next_done(deliveries: &mut lapin::Consumer, timeout: Duration) -> anyhow::Result<JobMessage> {
+/// The video of the next mp3 message; a failure notice is an error.
+async fn next_done(deliveries: &mut lapin::Consumer, timeout: Duration) -> anyhow::Result<common::ids::VideoId> {
     let d = tokio::time::timeout(timeout, deliveries.next()).await.map_err(|_| anyhow!("no mp3 message within {timeout:?}"))?;
     let d = d.context("the broker closed the consumer")??;
-    let msg: JobMessage = serde_json::from_slice(&d.data).context("unreadable mp3 message")?;
-    if msg.mp3_fid.is_none() {
-        bail!("job for video {} failed: {}", msg.video_fid, msg.error.unwrap_or_default());
+    let notice = Mp3Notice::decode(&d.data).context("unreadable mp3 message")?;
+    match notice.outcome {
+        Conversion::Ready { .. } => Ok(notice.job.video),
+        Conversion::Failed { failure } => bail!("job for video {} failed: {failure}", notice.job.video),
     }
-    Ok(msg)
 }
 
 /// Polls `url` every 5 ms until it answers 200; the ms since `since` (taken just before the

@@ -4,8 +4,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::TryStreamExt;
-use mongodb::bson::doc;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -94,24 +92,20 @@ pub async fn run(opts: Options) -> anyhow::Result<serde_json::Value> {
 
     // Every accepted upload (the warm-up too) converted exactly once.
     let mongo = stack.names.mongo().await;
-    let videos = mongo.database(&stack.names.videos_db).collection::<mongodb::bson::Document>("fs.files");
-    let mp3s = mongo.database(&stack.names.mp3s_db).collection::<mongodb::bson::Document>("fs.files");
-    let stored = videos.count_documents(doc! {"metadata.username": &email}).await?;
+    let videos = common::videos::VideoStore::new(&mongo.database(&stack.names.videos_db));
+    let mp3s = common::mp3s::Mp3Store::new(&mongo.database(&stack.names.mp3s_db));
+    let stored = videos.count_of(&email).await?;
     // `--memory-only`: skip waiting for the conversions (quick memory experiments).
     let deadline = if memory_only { Instant::now() } else { Instant::now() + timeout };
     let converted = loop {
-        let n = mp3s.count_documents(doc! {"metadata.username": &email}).await?;
+        let n = mp3s.count_of(&email).await?;
         if n >= stored || Instant::now() > deadline {
             break n;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let all_done = started.elapsed();
-    let mut ids: Vec<String> = Vec::new();
-    let mut cursor = mp3s.find(doc! {"metadata.username": &email}).projection(doc! {"metadata.video_fid": 1}).await?;
-    while let Some(d) = cursor.try_next().await? {
-        ids.push(d.get_document("metadata").ok().and_then(|m| m.get_str("video_fid").ok()).unwrap_or_default().to_owned());
-    }
+    let ids = mp3s.sources_of(&email).await?;
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
     let out = serde_json::json!({
         "count": count,

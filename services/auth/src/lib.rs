@@ -1,14 +1,24 @@
 //! The auth service: `POST /login` (HTTP Basic -> JWT) and `POST /validate` (Bearer -> claims),
 //! backed by MySQL with argon2id password hashes.
+//!
+//! # Layout
+//!
+//! * `startup`: [`Application`] (bind, run until stopped) and the router.
+//! * `routes`: the two handlers, with the login rate limit (`ratelimit`, per address and per
+//!   account) in front of the password check (`password`, argon2id off the runtime).
+//! * `token`: issuing and checking the HS256 JWT.
+//! * `schema`: the sqlx migrations (`migrations/`), applied at start ([`migrate`] for tests).
+//! * [`users`]: the `user` table, and the `auth user ...` command line that manages it.
+//! * `config` ([`Config`]) and `error` (the one error type and its responses).
 
-pub mod config;
-pub mod error;
-pub mod password;
-pub mod ratelimit;
-pub mod routes;
-pub mod schema;
-pub mod startup;
-pub mod token;
+mod config;
+mod error;
+mod password;
+mod ratelimit;
+mod routes;
+mod schema;
+mod startup;
+mod token;
 pub mod users;
 
 pub use config::Config;

@@ -85,7 +85,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
 
 /// The client's address: the last `X-Forwarded-For` entry (the one the gateway set; auth is
 /// reached only through it), else the peer.
-fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
+fn address_set_by_gateway(headers: &HeaderMap, peer: SocketAddr) -> String {
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
@@ -112,7 +112,7 @@ async fn login(
     headers: HeaderMap,
 ) -> Result<Response, AuthError> {
     let (username, password) = basic_credentials(&headers).ok_or(AuthError::MissingCredentials)?;
-    let address = client_address(&headers, peer);
+    let address = address_set_by_gateway(&headers, peer);
     let limits = &state.limits;
     if let Some(wait) = limits.by_address.blocked(&address) {
         return Err(AuthError::RateLimited { retry_after_secs: wait });

@@ -5,17 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use common::amqp::Publisher;
 use common::consumer::{self, Handler, Job, Outcome};
-use common::gridfs::{self, UploadError};
+use common::email::Email;
+use common::gridfs::UploadError;
 use common::ids::{Mp3Id, VideoId};
 use common::jobs::{JobState, JobStore, OutputOptions, Tracked};
-use common::message::{Failure, JobMessage};
+use common::message::{Failure, VideoJob};
+use common::mp3s::Mp3Store;
+use common::videos::VideoStore;
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId};
-use mongodb::options::IndexOptions;
-use mongodb::{Database, IndexModel};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tracing::{info, instrument};
@@ -23,13 +22,10 @@ use tracing::{info, instrument};
 use crate::config::Config;
 use crate::ffmpeg::{self, FfError};
 
-/// Metadata field of an mp3 naming the video it was made from (unique).
-pub const VIDEO_FIELD: &str = "metadata.video_fid";
-
 pub struct Converter {
     pub config: Config,
-    pub videos: Database,
-    pub mp3s: Database,
+    pub videos: VideoStore,
+    pub mp3s: Mp3Store,
     pub publisher: Arc<Publisher>,
     /// The jobs the gateway created for each upload (state, progress, cancellation).
     pub jobs: JobStore,
@@ -116,32 +112,21 @@ async fn tracked<F: std::future::Future>(tracker: &mut Option<Tracker<'_>>, work
 }
 
 impl Converter {
-    /// A unique index on the source video makes a second mp3 for the same video impossible,
-    /// even when two deliveries of it race.
+    /// One mp3 per video, even when two deliveries of it race (see [`Mp3Store::ensure_indexes`]).
     pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
-        let index = IndexModel::builder()
-            .keys(doc! {VIDEO_FIELD: 1})
-            .options(IndexOptions::builder().unique(true).sparse(true).name("video_fid_unique".to_owned()).build())
-            .build();
-        self.mp3s.collection::<mongodb::bson::Document>("fs.files").create_index(index).await.context("failed to create the mp3 index")?;
-        Ok(())
+        self.mp3s.ensure_indexes().await
     }
 
     async fn remove_mp3(&self, mp3: Mp3Id) {
-        if let Err(e) = gridfs::bucket(&self.mp3s).delete(mongodb::bson::Bson::ObjectId(mp3.oid())).await {
+        if let Err(e) = self.mp3s.delete(mp3).await {
             tracing::warn!(error.cause_chain = ?e, mp3_fid = %mp3, "failed to remove the mp3 of a deleted job");
         }
-    }
-
-    async fn existing_mp3(&self, video: VideoId) -> anyhow::Result<Option<Mp3Id>> {
-        let found = gridfs::find_file(&self.mp3s, doc! {VIDEO_FIELD: video.to_string()}).await?;
-        Ok(found.and_then(|f| f.id.as_object_id()).map(Mp3Id::new))
     }
 
     /// Converts the video; `track` says whether it has a job to report to. `Err(Outcome::Done)`
     /// means the job was deleted meanwhile: nothing is stored or announced.
     #[instrument(skip_all, fields(video_fid = %video))]
-    async fn convert(&self, video: VideoId, username: &str, options: &OutputOptions, track: bool) -> Result<Mp3Id, Outcome> {
+    async fn convert(&self, video: VideoId, owner: &Email, options: &OutputOptions, track: bool) -> Result<Mp3Id, Outcome> {
         // The cause goes to the log only; the reason (also the dead-letter header once the
         // retries run out) names what failed, without driver or OS text.
         let retry = |what: &str, e: anyhow::Error| {
@@ -149,11 +134,13 @@ impl Converter {
             Outcome::Retry(what.to_owned())
         };
         let fail = |f: Failure| Outcome::Fail(f.user_text().to_owned());
-        if let Some(mp3) = self.existing_mp3(video).await.map_err(|e| retry("MongoDB unavailable", e))? {
+        if let Some(mp3) = self.mp3s.made_from(video).await.map_err(|e| retry("MongoDB unavailable", e))? {
             info!(mp3_fid = %mp3, "mp3 already made for this video");
             return Ok(mp3);
         }
-        let file = gridfs::find_file(&self.videos, doc! {"_id": video.oid()})
+        let file = self
+            .videos
+            .find(video)
             .await
             .map_err(|e| retry("MongoDB unavailable", e))?
             .ok_or_else(|| Outcome::Fail(format!("video {video} not found")))?;
@@ -170,7 +157,7 @@ impl Converter {
         let input = dir.path().join("video");
 
         let mut out = tokio::fs::File::create(&input).await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
-        let mut chunks = std::pin::pin!(gridfs::read_range(&self.videos, &file, 0, file.length.saturating_sub(1)));
+        let mut chunks = std::pin::pin!(self.videos.read_range(&file, 0, file.length.saturating_sub(1)));
         if file.length > 0 {
             while let Some(bytes) = chunks.try_next().await.map_err(|e| retry("failed to read the video", e.into()))? {
                 out.write_all(&bytes).await.map_err(|e| retry("cannot write the temporary file", e.into()))?;
@@ -266,10 +253,8 @@ impl Converter {
         }
 
         let mp3 = tokio::fs::File::open(&output).await.map_err(|e| retry("cannot read the mp3", e.into()))?;
-        let id = ObjectId::new();
-        let metadata = doc! {"username": username, "video_fid": video.to_string(), "content_type": "audio/mpeg"};
-        match gridfs::upload(&gridfs::bucket(&self.mp3s), id, &format!("{video}.mp3"), metadata, mp3).await {
-            Ok(bytes) => {
+        match self.mp3s.store(owner, video, mp3).await {
+            Ok((id, bytes)) => {
                 info!(mp3_fid = %id, bytes, copied = copy, "mp3 stored");
                 let took = started.elapsed().as_secs_f64();
                 let mode = if copy { "copy" } else { "reencode" };
@@ -277,11 +262,11 @@ impl Converter {
                 if let Some(audio) = probe.audio_seconds.filter(|_| took > 0.0) {
                     metrics::histogram!(common::metrics::CONVERSION_SPEED, "mode" => mode).record(audio / took);
                 }
-                Ok(Mp3Id::new(id))
+                Ok(id)
             }
             Err(UploadError::Store(e)) => {
                 // A racing delivery may have stored it first (unique index): use that one.
-                match self.existing_mp3(video).await {
+                match self.mp3s.made_from(video).await {
                     Ok(Some(mp3)) => Ok(mp3),
                     _ => Err(retry("failed to store the mp3", e)),
                 }
@@ -292,14 +277,10 @@ impl Converter {
 }
 
 impl Handler for Converter {
-    async fn handle(&self, job: &Job) -> Outcome {
-        let msg: JobMessage = match serde_json::from_slice(&job.body) {
-            Ok(m) => m,
-            Err(e) => return Outcome::Fail(format!("malformed message: {e}")),
-        };
-        let Ok(video) = msg.video_fid.parse::<VideoId>() else {
-            return Outcome::Fail(format!("malformed message: video_fid {:?} is not an id", msg.video_fid));
-        };
+    type Message = VideoJob;
+
+    async fn handle(&self, msg: &VideoJob, _job: &Job) -> Outcome {
+        let video = msg.video;
         // A job still queued or converting is tracked; one already done or failed (a
         // redelivery after a crash) and a video without a job go the idempotent way: the mp3
         // made before is found and announced again.
@@ -324,11 +305,10 @@ impl Handler for Converter {
             }
             Ok(_) => false,
         };
-        let options = msg.options.clone().unwrap_or_default();
         // One deadline for the whole job (GridFS reads and writes included), under the
         // broker's consumer timeout; dropping the job kills its ffmpeg.
         let deadline = self.config.job_deadline;
-        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.username, &options, track)).await {
+        let mp3 = match tokio::time::timeout(deadline, self.convert(video, &msg.owner, &msg.options, track)).await {
             Ok(Ok(mp3)) => mp3,
             Ok(Err(outcome)) => return outcome,
             Err(_) => {
@@ -349,7 +329,7 @@ impl Handler for Converter {
                 Err(e) => return Outcome::Retry(format!("failed to record the finished job: {e:#}")),
             }
         }
-        let done = JobMessage { mp3_fid: Some(mp3.to_string()), error: None, ..msg };
+        let done = msg.clone().ready(mp3);
         match self.publisher.publish(&self.config.mp3_queue, &done.to_json(), Default::default()).await {
             Ok(()) => Outcome::Done,
             // On the next try the mp3 is found and only the publish is repeated.
@@ -360,8 +340,7 @@ impl Handler for Converter {
     /// Tells the owner (through the notifier) that their video could not be converted, with
     /// the fixed sentence of the failure's class: the reasons of retries that ran out name
     /// internals, so they become "internal error".
-    async fn on_dead_letter(&self, job: &Job, reason: &str) -> anyhow::Result<()> {
-        let Ok(msg) = serde_json::from_slice::<JobMessage>(&job.body) else { return Ok(()) };
+    async fn on_dead_letter(&self, msg: &VideoJob, _job: &Job, reason: &str) -> anyhow::Result<()> {
         let failure = if reason.starts_with(consumer::REDELIVERY_LIMIT_REASON) {
             Failure::Unprocessable
         } else if reason.starts_with("video ") && reason.ends_with(" not found") {
@@ -369,16 +348,14 @@ impl Handler for Converter {
         } else {
             Failure::from_text(reason)
         };
-        if let Ok(video) = msg.video_fid.parse::<VideoId>() {
-            if let Some(existing) = self.jobs.get(video).await? {
-                if existing.state == JobState::Deleted {
-                    // Its owner deleted it: nobody to tell.
-                    return Ok(());
-                }
-                self.jobs.finish_failed(video, failure.user_text()).await?;
+        if let Some(existing) = self.jobs.get(msg.video).await? {
+            if existing.state == JobState::Deleted {
+                // Its owner deleted it: nobody to tell.
+                return Ok(());
             }
+            self.jobs.finish_failed(msg.video, failure.user_text()).await?;
         }
-        let notice = JobMessage { mp3_fid: None, error: Some(failure.user_text().to_owned()), ..msg };
+        let notice = msg.clone().failed(failure);
         self.publisher.publish(&self.config.mp3_queue, &notice.to_json(), Default::default()).await
     }
 }

@@ -34,8 +34,8 @@ impl Application {
         let health_port = config.health_port;
         let converter = Arc::new(Converter {
             jobs: common::jobs::JobStore::new(&mongo.database(&config.videos_db)),
-            videos: mongo.database(&config.videos_db),
-            mp3s: mongo.database(&config.mp3s_db),
+            videos: common::videos::VideoStore::new(&mongo.database(&config.videos_db)),
+            mp3s: common::mp3s::Mp3Store::new(&mongo.database(&config.mp3s_db)),
             publisher: Arc::new(publisher),
             config,
         });

@@ -8,11 +8,13 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use common::claims::Claims;
 use tracing::instrument;
 
 use crate::error::GatewayError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::web::session;
 
 /// The caller, as the auth service vouches for them.
@@ -75,7 +77,7 @@ impl FromRequestParts<AppState> for AuthUser {
 /// `X-Forwarded-For` (`hops` from the right of the header followed by the peer). Entries left
 /// of that were written by the client and are ignored, so a client can't pick the address its
 /// failed logins are counted against.
-pub fn client_address(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> String {
+pub fn address_behind_trusted_proxies(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> String {
     let peer = peer.ip().to_string();
     if hops == 0 {
         return peer;
@@ -92,6 +94,11 @@ pub fn client_address(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> Str
     chain.get(chain.len().saturating_sub(hops)).map_or(peer, |a| (*a).to_owned())
 }
 
+/// `POST /login`, forwarded to the auth service.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/login", post(login))
+}
+
 /// `POST /login`: the auth service's answer, status and body, passed through.
 #[instrument(skip_all)]
 pub async fn login(
@@ -104,7 +111,7 @@ pub async fn login(
         req = req.header(header::AUTHORIZATION, v.clone());
     }
     // Let auth rate-limit by the real client, not by the gateway's address.
-    let client = client_address(&headers, peer, state.trusted_proxy_hops);
+    let client = address_behind_trusted_proxies(&headers, peer, state.trusted_proxy_hops);
     let resp = req.header("x-forwarded-for", client).send().await.map_err(unavailable)?;
     let mut out = Response::builder().status(resp.status());
     for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
@@ -132,12 +139,12 @@ mod tests {
     fn only_trusted_hops_name_the_client() {
         let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
         // Directly exposed: whatever the client claims, the peer is the client.
-        assert_eq!(client_address(&headers(&["1.2.3.4"]), peer, 0), "10.0.0.9");
+        assert_eq!(address_behind_trusted_proxies(&headers(&["1.2.3.4"]), peer, 0), "10.0.0.9");
         // Behind one proxy (the ingress), which appended the real client to the client's own claims.
-        assert_eq!(client_address(&headers(&["6.6.6.6, 203.0.113.7"]), peer, 1), "203.0.113.7");
-        assert_eq!(client_address(&headers(&["6.6.6.6", "203.0.113.7"]), peer, 1), "203.0.113.7");
-        assert_eq!(client_address(&headers(&["6.6.6.6, 203.0.113.7, 10.0.0.2"]), peer, 2), "203.0.113.7");
-        assert_eq!(client_address(&headers(&["203.0.113.7"]), peer, 3), "203.0.113.7");
-        assert_eq!(client_address(&headers(&[]), peer, 1), "10.0.0.9");
+        assert_eq!(address_behind_trusted_proxies(&headers(&["6.6.6.6, 203.0.113.7"]), peer, 1), "203.0.113.7");
+        assert_eq!(address_behind_trusted_proxies(&headers(&["6.6.6.6", "203.0.113.7"]), peer, 1), "203.0.113.7");
+        assert_eq!(address_behind_trusted_proxies(&headers(&["6.6.6.6, 203.0.113.7, 10.0.0.2"]), peer, 2), "203.0.113.7");
+        assert_eq!(address_behind_trusted_proxies(&headers(&["203.0.113.7"]), peer, 3), "203.0.113.7");
+        assert_eq!(address_behind_trusted_proxies(&headers(&[]), peer, 1), "10.0.0.9");
     }
 }

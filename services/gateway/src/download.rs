@@ -5,18 +5,23 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use common::gridfs;
+use axum::routing::get;
+use axum::Router;
 use common::ids::Mp3Id;
 use common::jobs::JobState;
 use futures_util::TryStreamExt;
-use mongodb::bson::doc;
 use mongodb::gridfs::FilesCollectionDocument;
 use serde::Deserialize;
 use tracing::instrument;
 
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// `GET /download?fid=` (the signed link, `/jobs/<id>/download`, is the jobs area's route).
+pub fn router() -> Router<AppState> {
+    Router::new().route("/download", get(download))
+}
 
 #[derive(Deserialize)]
 pub struct DownloadQuery {
@@ -37,10 +42,7 @@ pub async fn download(
 
     // Ownership is part of the query: someone else's mp3, an unknown id and a video id (which
     // lives in another database) all look the same: not found.
-    let file = gridfs::find_file(&state.mp3s, doc! {"_id": fid.oid(), "metadata.username": &claims.username})
-        .await
-        .map_err(from_mongo)?
-        .ok_or(GatewayError::NotFound)?;
+    let file = state.mp3s.find_owned(fid, &claims.username).await.map_err(from_mongo)?.ok_or(GatewayError::NotFound)?;
     serve_mp3(&state, &file, &fid.to_string(), &headers)
 }
 
@@ -71,7 +73,7 @@ pub async fn by_link(
         }
         _ => return Err(GatewayError::NotFound),
     };
-    let file = gridfs::find_file(&state.mp3s, doc! {"_id": mp3.oid()}).await.map_err(from_mongo)?.ok_or(GatewayError::NotFound)?;
+    let file = state.mp3s.find(mp3).await.map_err(from_mongo)?.ok_or(GatewayError::NotFound)?;
     serve_mp3(&state, &file, &mp3.to_string(), &headers)
 }
 
@@ -103,7 +105,7 @@ fn serve_mp3(state: &AppState, file: &FilesCollectionDocument, name: &str, heade
     } else {
         // Counted as the chunks go out, so an interrupted download counts what was sent.
         let sent = metrics::counter!(common::metrics::DOWNLOAD_BYTES);
-        Body::from_stream(gridfs::read_range(&state.mp3s, file, start, end).inspect_ok(move |chunk| sent.increment(chunk.len() as u64)))
+        Body::from_stream(state.mp3s.read_range(file, start, end).inspect_ok(move |chunk| sent.increment(chunk.len() as u64)))
     };
     let content_length = if length == 0 { 0 } else { end - start + 1 };
     resp.status(status)
@@ -112,7 +114,9 @@ fn serve_mp3(state: &AppState, file: &FilesCollectionDocument, name: &str, heade
         .map_err(|e| GatewayError::Internal(e.into()))
 }
 
-/// Parses a single `bytes=` range against `length`. `Ok(None)` means "ignore the header and
+/// Parses a single `bytes=` range against `length`. Ours rather than `http-range-header`: that
+/// crate validates and returns multi-range sets, which we answer as "send everything", so
+/// the adapter around it would be as long as this function. `Ok(None)` means "ignore the header and
 /// send everything" (other units, several ranges, syntax errors, as RFC 9110 allows);
 /// an unsatisfiable range is an error (416).
 pub fn parse_range(spec: &str, length: u64) -> Result<Option<(u64, u64)>, GatewayError> {

@@ -4,30 +4,24 @@
 
 use std::time::{Duration, SystemTime};
 
-use common::ids::VideoId;
-use common::message::JobMessage;
-use futures_util::TryStreamExt;
-use mongodb::bson::{doc, DateTime, Document};
-use mongodb::IndexModel;
+use common::message::VideoJob;
+use common::videos::Unannounced;
 use tokio_util::sync::CancellationToken;
 
-use crate::startup::AppState;
-use crate::upload::{mark_queued, QUEUED_FIELD};
+use crate::state::AppState;
 
 /// Announces every unqueued video older than `min_age`; returns how many were announced.
 pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<usize> {
-    let cutoff = DateTime::from_system_time(SystemTime::now() - min_age);
-    let files = state.videos.collection::<Document>("fs.files");
-    let mut cursor =
-        files.find(doc! {QUEUED_FIELD: false, "uploadDate": {"$lte": cutoff}}).projection(doc! {"_id": 1, "metadata.username": 1}).await?;
     let mut announced = 0;
-    while let Some(file) = cursor.try_next().await? {
-        let (Ok(oid), Ok(meta)) = (file.get_object_id("_id"), file.get_document("metadata")) else { continue };
-        let Ok(username) = meta.get_str("username") else { continue };
-        let video = VideoId::new(oid);
-        let message = JobMessage::new_video(video.to_string(), username);
+    for Unannounced { video, owner } in state.videos.unannounced_before(SystemTime::now() - min_age).await? {
+        let Some(owner) = owner else { continue };
+        // Without the options asked for at upload, as before (only the jobs store has them).
+        let message = VideoJob::new(video, owner, Default::default());
         state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await?;
-        mark_queued(state, video).await;
+        if let Err(e) = state.videos.mark_queued(video).await {
+            // The next sweep announces it again; the converter absorbs the duplicate.
+            tracing::warn!(error.cause_chain = ?e, video_fid = %video, "failed to mark video as queued");
+        }
         metrics::counter!(common::metrics::OUTBOX_REPUBLISHED).increment(1);
         tracing::warn!(video_fid = %video, "announced a video whose upload never published its message");
         announced += 1;
@@ -37,11 +31,6 @@ pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<u
 
 /// Runs [`sweep_once`] every `interval` until shutdown.
 pub async fn run(state: AppState, interval: Duration, min_age: Duration, shutdown: CancellationToken) {
-    // Without an index every sweep of every replica would read all video documents.
-    let index = IndexModel::builder().keys(doc! {QUEUED_FIELD: 1, "uploadDate": 1}).build();
-    if let Err(e) = state.videos.collection::<Document>("fs.files").create_index(index).await {
-        tracing::warn!(error.cause_chain = ?e, "could not create the outbox index now; the sweep still works without it");
-    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

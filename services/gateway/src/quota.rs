@@ -9,13 +9,11 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use futures_util::TryStreamExt;
-use mongodb::bson::{doc, DateTime, Document};
-use mongodb::IndexModel;
+use mongodb::bson::DateTime;
 
 use crate::config::Quotas;
 use crate::error::{from_mongo, GatewayError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -32,14 +30,6 @@ pub struct Usage {
     pub bytes_free_in: u64,
 }
 
-/// Creates the index the usage queries need (best effort: they work without it, slower).
-pub async fn ensure_index(state: &AppState) {
-    let index = IndexModel::builder().keys(doc! {"metadata.username": 1, "uploadDate": 1}).build();
-    if let Err(e) = state.videos.collection::<Document>("fs.files").create_index(index).await {
-        tracing::warn!(error.cause_chain = ?e, "could not create the quota index now");
-    }
-}
-
 /// The user's uploads in flight and bytes of the last 24 hours.
 pub async fn usage(state: &AppState, username: &str, quotas: &Quotas) -> Result<Usage, GatewayError> {
     if quotas.max_in_flight == 0 && quotas.bytes_per_day == 0 {
@@ -49,40 +39,23 @@ pub async fn usage(state: &AppState, username: &str, quotas: &Quotas) -> Result<
     let since = now - DAY.max(quotas.in_flight_window);
     let in_flight_since = DateTime::from_system_time(now - quotas.in_flight_window);
     let day_since = DateTime::from_system_time(now - DAY);
-    let files = state.videos.collection::<Document>("fs.files");
-    let recent: Vec<Document> = async {
-        files
-            .find(doc! {"metadata.username": username, "uploadDate": {"$gte": DateTime::from_system_time(since)}})
-            .projection(doc! {"_id": 1, "length": 1, "uploadDate": 1})
-            .await?
-            .try_collect()
-            .await
-    }
-    .await
-    .context("failed to read the user's uploads")
-    .map_err(from_mongo)?;
+    let recent = state.videos.uploads_since(username, since).await.context("failed to read the user's uploads").map_err(from_mongo)?;
 
     let mut usage = Usage::default();
     let mut pending = Vec::new();
     let mut oldest_today: Option<DateTime> = None;
-    for file in &recent {
-        let (Ok(id), Ok(at)) = (file.get_object_id("_id"), file.get_datetime("uploadDate")) else { continue };
-        if *at >= day_since {
-            usage.bytes_today += length(file);
-            oldest_today = Some(oldest_today.map_or(*at, |o| o.min(*at)));
+    for upload in &recent {
+        let at = upload.at;
+        if at >= day_since {
+            usage.bytes_today += upload.bytes;
+            oldest_today = Some(oldest_today.map_or(at, |o| o.min(at)));
         }
-        if *at >= in_flight_since {
-            pending.push(id.to_hex());
+        if at >= in_flight_since {
+            pending.push(upload.video);
         }
     }
     if !pending.is_empty() {
-        let converted = state
-            .mp3s
-            .collection::<Document>("fs.files")
-            .count_documents(doc! {"metadata.video_fid": {"$in": &pending}})
-            .await
-            .context("failed to count the user's mp3s")
-            .map_err(from_mongo)?;
+        let converted = state.mp3s.count_made_from(&pending).await.context("failed to count the user's mp3s").map_err(from_mongo)?;
         usage.in_flight = (pending.len() as u64).saturating_sub(converted);
     }
     if let Some(oldest) = oldest_today {
@@ -90,11 +63,6 @@ pub async fn usage(state: &AppState, username: &str, quotas: &Quotas) -> Result<
         usage.bytes_free_in = frees.duration_since(now).map_or(1, |d| d.as_secs() + 1);
     }
     Ok(usage)
-}
-
-/// GridFS writes `length` as a 64- or 32-bit integer depending on the writer.
-fn length(file: &Document) -> u64 {
-    file.get_i64("length").map(|l| l as u64).or_else(|_| file.get_i32("length").map(|l| l as u64)).unwrap_or(0)
 }
 
 /// Refuses a new upload when the user is at a limit; otherwise the bytes still allowed today.

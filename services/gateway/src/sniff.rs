@@ -1,4 +1,9 @@
 //! Recognising audio/video containers by their first bytes, before anything is stored.
+//!
+//! Hand-written rather than `infer`: the question here is narrower ("might ffmpeg read this
+//! as audio or video?"), and `infer` does not know several containers we must accept (MPEG
+//! program and elementary streams, MPEG-TS by two packet syncs, ADTS AAC, AMR) while it maps
+//! others by MIME type that we would have to list again anyway.
 
 /// Bytes needed to recognise every signature below.
 pub const PREFIX_LEN: usize = 189;

@@ -4,65 +4,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use common::amqp::Publisher;
 use common::gridfs;
 use common::jobs::JobStore;
 use common::links::LinkSigner;
-use mongodb::Database;
+use common::mp3s::Mp3Store;
+use common::videos::VideoStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Quotas};
+use crate::config::Config;
 use crate::jobs::events::JobEvents;
-use crate::{auth, download, jobs, outbox, quota, upload, web};
+use crate::state::AppState;
+use crate::{auth, download, jobs, outbox, upload, web};
 
-/// Clients and settings shared by every handler (cheap to clone).
-#[derive(Clone)]
-pub struct AppState {
-    pub http: reqwest::Client,
-    /// `http://<AUTH_SVC_ADDRESS>`
-    pub auth_url: String,
-    pub videos: Database,
-    pub mp3s: Database,
-    pub publisher: Arc<Publisher>,
-    pub video_queue: String,
-    /// `VIDEO_QUEUE_MAX_LENGTH`: refuse uploads while this many wait in the video queue.
-    pub video_queue_max_length: Option<u32>,
-    pub max_upload_bytes: u64,
-    pub trusted_proxy_hops: usize,
-    /// One permit per upload streaming on this replica (`MAX_CONCURRENT_UPLOADS`).
-    pub upload_permits: Arc<tokio::sync::Semaphore>,
-    pub quotas: Quotas,
-    /// The jobs collection (state of every upload).
-    pub jobs: JobStore,
-    /// Makes and checks signed download links.
-    pub links: LinkSigner,
-    /// This process's fan-out of job changes to event streams.
-    pub events: Arc<JobEvents>,
-    /// The web page's assets and settings.
-    pub web: Arc<web::Web>,
-}
-
+/// Every route: each area's `router()`, and the service's own (health, readiness, OpenAPI).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/login", post(auth::login))
-        // The body limit is ours (MAX_UPLOAD_BYTES, enforced while streaming), not axum's 2 MB.
-        .route("/upload", post(upload::upload).layer(DefaultBodyLimit::disable()))
-        .route("/download", get(download::download))
         .route("/healthz", get(common::health::healthz))
         .route("/openapi.yaml", get(openapi))
         .route("/readyz", get(readyz))
+        .merge(auth::router())
+        .merge(upload::router())
+        .merge(download::router())
         .merge(jobs::router())
         .merge(web::router(&state))
         .with_state(state)
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    let (mongo, amqp) = tokio::join!(gridfs::ping(&state.videos), state.publisher.is_connected());
+    let (mongo, amqp) = tokio::join!(gridfs::ping(state.videos.database()), state.publisher.is_connected());
     match (mongo, amqp) {
         (true, true) => (StatusCode::OK, "ready"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "mongodb unavailable"),
@@ -97,8 +72,8 @@ impl Application {
             events: Arc::new(JobEvents::new(config.sse_heartbeat, CancellationToken::new())),
             http,
             auth_url: format!("http://{}", config.auth_address),
-            videos,
-            mp3s: mongo.database(&config.mp3s_db),
+            videos: VideoStore::new(&videos),
+            mp3s: Mp3Store::new(&mongo.database(&config.mp3s_db)),
             publisher: Arc::new(publisher),
             video_queue: config.video_queue.clone(),
             video_queue_max_length: config.video_queue_max_length,
@@ -129,8 +104,14 @@ impl Application {
         }
         let sweep =
             tokio::spawn(outbox::run(self.state.clone(), self.config.outbox_interval, self.config.outbox_min_age, shutdown.clone()));
-        let quota_state = self.state.clone();
-        tokio::spawn(async move { quota::ensure_index(&quota_state).await });
+        let videos = self.state.videos.clone();
+        tokio::spawn(async move {
+            // Without them every quota check reads all of a user's videos, and every outbox
+            // sweep of every replica all video documents.
+            if let Err(e) = videos.ensure_indexes().await {
+                tracing::warn!(error.cause_chain = ?e, "could not create the videos indexes now; quotas and the outbox sweep still work without them");
+            }
+        });
         let c = &self.config;
         let retention = tokio::spawn(jobs::retention::run(
             self.state.clone(),

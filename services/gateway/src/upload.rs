@@ -8,17 +8,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use common::claims::Claims;
-use common::gridfs::{self, UploadError};
+use common::email::Email;
+use common::gridfs::UploadError;
 use common::ids::VideoId;
 use common::jobs::JobDoc;
-use common::message::JobMessage;
+use common::message::VideoJob;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use mongodb::bson::{doc, oid::ObjectId, Bson};
+use mongodb::bson::doc;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::io::StreamReader;
 use tracing::{info, instrument};
@@ -26,26 +28,14 @@ use tracing::{info, instrument};
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
 use crate::jobs::{self, options::OptionsBuilder};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::{quota, sniff};
-
-/// Metadata field set once the video's message is confirmed by the broker; the outbox sweep
-/// announces files where it is still false.
-pub const QUEUED_FIELD: &str = "metadata.queued";
 
 /// How much of a refused upload's body is read and discarded before answering, and for how
 /// long: a client still sending its body when the connection closes sees a reset instead of
 /// our answer, so small refused uploads are drained; large ones are cut off.
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// GridFS chunk size of uploaded videos. An upload streaming holds about three of them (the
-/// driver's chunk buffer, the serialized chunk waiting for a pool connection, our read buffer)
-/// besides its connection's 64 KiB buffer: measured (xtask concurrent-uploads), 1 MiB chunks
-/// cost ~1.8 MiB per upload, 256 KiB ~1.1 MiB, 64 KiB ~0.65 MiB. Only the converter reads
-/// videos, whole, so small chunks cost little there; mp3s, which downloads serve, keep
-/// [`gridfs::CHUNK_SIZE`].
-pub const VIDEO_CHUNK_SIZE: u32 = 64 * 1024;
 
 /// Bytes the multipart parser may take in without handing anything out: it buffers while it
 /// looks for a boundary or for the end of a part's headers, so a body showing neither would
@@ -59,6 +49,12 @@ pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 /// The form's fields other than the file, in order (bounded by [`MAX_PARTS`] and
 /// [`MAX_FIELD_BYTES`]); unknown names are kept and ignored.
 pub type FormFields = Vec<(String, Bytes)>;
+
+/// `POST /upload`.
+pub fn router() -> Router<AppState> {
+    // The body limit is ours (MAX_UPLOAD_BYTES, enforced while streaming), not axum's 2 MB.
+    Router::new().route("/upload", post(upload).layer(DefaultBodyLimit::disable()))
+}
 
 #[instrument(skip_all, fields(user))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Result<Response, GatewayError> {
@@ -92,6 +88,11 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<R
 }
 
 async fn store_and_announce(state: &AppState, claims: &Claims, request: Request, body: &SharedBody) -> Result<JobDoc, GatewayError> {
+    // Auth issues tokens only for email addresses (it parses the login's).
+    let owner: Email = claims
+        .username
+        .parse()
+        .map_err(|e| GatewayError::Internal(anyhow::Error::new(e).context("auth vouched for a username that is not an email address")))?;
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > state.max_upload_bytes + 64 * 1024) {
         // Larger than the limit plus any multipart framing: refuse before reading a byte.
@@ -101,7 +102,7 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
     // reading the body: a failed GridFS write waits that long twice (the write, then the
     // driver's clean-up of the partial file), and a video stored while the broker is away
     // would be deleted again once its publish fails.
-    let ping = state.videos.run_command(doc! {"ping": 1}).await;
+    let ping = state.videos.database().run_command(doc! {"ping": 1}).await;
     ping.map_err(|e| from_mongo(anyhow::Error::new(e).context("MongoDB is unreachable")))?;
     state.publisher.ensure_connected().await.map_err(|e| GatewayError::Unavailable(e.context("RabbitMQ is unreachable")))?;
     if let Some(max) = state.video_queue_max_length {
@@ -127,7 +128,7 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
     let mut stored: Option<VideoId> = None;
     let mut fields = FormFields::new();
     let result = async {
-        let (video, filename) = read_form(state, claims, &mut multipart, &progress, allowed_today, &mut stored, &mut fields).await?;
+        let (video, filename) = read_form(state, &owner, &mut multipart, &progress, allowed_today, &mut stored, &mut fields).await?;
         let video = check_quota_after(state, claims, video).await?;
         let options = output_options(&fields)?;
         // The job exists before the message: a converter never sees a video without its job.
@@ -147,9 +148,7 @@ async fn store_and_announce(state: &AppState, claims: &Claims, request: Request,
     };
     let video = job.video();
 
-    let mut message = JobMessage::new_video(video.to_string(), claims.username.clone());
-    // Only when asked for: the original's clients' messages stay exactly as they were.
-    message.options = (!job.options.is_empty()).then(|| job.options.clone());
+    let message = VideoJob::new(video, owner, job.options.clone());
     if let Err(e) = state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await {
         delete_video(state, video).await;
         if let Err(e) = state.jobs.mark_deleted(video, &claims.username).await {
@@ -182,7 +181,7 @@ fn output_options(fields: &FormFields) -> Result<common::jobs::OutputOptions, Ga
 /// so a first file that is not media is read to its end before its 415 is given.
 async fn read_form(
     state: &AppState,
-    claims: &Claims,
+    owner: &Email,
     multipart: &mut Multipart,
     progress: &Progress,
     allowed_today: u64,
@@ -229,7 +228,7 @@ async fn read_form(
                 })
                 .map_err(io::Error::other),
         );
-        match store(state, claims, &filename, &content_type, &mut reader, allowed_today).await {
+        match store(state, owner, &filename, &content_type, &mut reader, allowed_today).await {
             Ok(id) => {
                 *stored = Some(id);
                 stored_name = filename;
@@ -373,7 +372,7 @@ impl Stream for SharedBody {
 /// that is not audio or video, or that is larger than the limit.
 async fn store<R: AsyncRead + Unpin + Send>(
     state: &AppState,
-    claims: &Claims,
+    owner: &Email,
     filename: &str,
     content_type: &str,
     reader: &mut R,
@@ -387,21 +386,14 @@ async fn store<R: AsyncRead + Unpin + Send>(
     // The daily quota cuts a stream short too, answered as a quota (429), not as "too large".
     let by_quota = allowed_today < state.max_upload_bytes;
     let limited = Limited { inner: io::Cursor::new(head).chain(reader), remaining: state.max_upload_bytes.min(allowed_today) };
-    let id = ObjectId::new();
-    let metadata = doc! {
-        "username": &claims.username,
-        "filename": filename,
-        "content_type": content_type,
-        "queued": false,
-    };
-    match gridfs::upload_with_chunk_size(&gridfs::bucket(&state.videos), id, filename, metadata, limited, VIDEO_CHUNK_SIZE).await {
-        Ok(bytes) => {
+    match state.videos.store(owner, filename, content_type, limited).await {
+        Ok((id, bytes)) => {
             metrics::counter!(common::metrics::UPLOAD_BYTES).increment(bytes);
-            Ok(VideoId::new(id))
+            Ok(id)
         }
         Err(UploadError::Source(e)) if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) => {
             if by_quota {
-                let usage = quota::usage(state, &claims.username, &state.quotas).await?;
+                let usage = quota::usage(state, owner.as_str(), &state.quotas).await?;
                 Err(quota::bytes_error(&state.quotas, &usage))
             } else {
                 Err(GatewayError::TooLarge { limit: state.max_upload_bytes })
@@ -420,7 +412,7 @@ fn source_error(e: io::Error, progress: &Progress) -> GatewayError {
 }
 
 async fn delete_video(state: &AppState, video: VideoId) {
-    if let Err(e) = gridfs::bucket(&state.videos).delete(Bson::ObjectId(video.oid())).await {
+    if let Err(e) = state.videos.delete(video).await {
         // The outbox sweep would announce it later; the converter then processes it.
         tracing::error!(error.cause_chain = ?e, video_fid = %video, "failed to delete an unannounced video");
     }
@@ -428,9 +420,8 @@ async fn delete_video(state: &AppState, video: VideoId) {
 
 /// Records that the video's message was confirmed (best effort: if this fails, the outbox sweep
 /// announces it again and the converter's idempotence absorbs the duplicate).
-pub async fn mark_queued(state: &AppState, video: VideoId) {
-    let files = state.videos.collection::<mongodb::bson::Document>("fs.files");
-    if let Err(e) = files.update_one(doc! {"_id": video.oid()}, doc! {"$set": {QUEUED_FIELD: true}}).await {
+async fn mark_queued(state: &AppState, video: VideoId) {
+    if let Err(e) = state.videos.mark_queued(video).await {
         tracing::warn!(error.cause_chain = ?e, video_fid = %video, "failed to mark video as queued");
     }
 }

@@ -7,7 +7,7 @@ use common::consumer::{Handler, Job, Outcome};
 use common::email::Email;
 use common::ids::VideoId;
 use common::links::LinkSigner;
-use common::message::{Failure, JobMessage};
+use common::message::{Conversion, Failure, Mp3Notice};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -55,26 +55,23 @@ fn advice(failure: Failure) -> Option<&'static str> {
     }
 }
 
-/// The mail for a message. The "ready" mail keeps the original's line verbatim and adds the
+/// The mail for a notice. The "ready" mail keeps the original's line verbatim and adds the
 /// signed download link when there is one. Only checked values reach headers. A failure's
-/// reason is one of the fixed sentences of [`Failure`]: any other text in the message (an
-/// older converter's, with driver or OS detail) is logged and mailed as an internal error.
-pub fn compose(msg: &JobMessage, links: Option<&LinkSigner>) -> Result<Composed, String> {
-    match (&msg.mp3_fid, &msg.error) {
-        (_, Some(error)) => {
-            let failure = Failure::from_text(error);
-            if failure.user_text() != error {
-                tracing::warn!(video_fid = %msg.video_fid, %error, "failure notice with an unknown reason; mailing it as an internal error");
-            }
-            let mut text = format!("Your video {} could not be converted to MP3.\nReason: {failure}\n", msg.video_fid);
+/// reason is one of the fixed sentences of [`Failure`] (the notice's decoding made any other
+/// text an internal error).
+pub fn compose(notice: &Mp3Notice, links: Option<&LinkSigner>) -> Composed {
+    let video = notice.job.video;
+    match notice.outcome {
+        Conversion::Failed { failure } => {
+            let mut text = format!("Your video {video} could not be converted to MP3.\nReason: {failure}\n");
             if let Some(todo) = advice(failure) {
                 text.push_str(&format!("What you can do: {todo}.\n"));
             }
-            Ok(Composed { key: format!("failed:{}", msg.video_fid), subject: "MP3 Download failed", text, html: None })
+            Composed { key: format!("failed:{video}"), subject: "MP3 Download failed", text, html: None }
         }
-        (Some(fid), None) => {
+        Conversion::Ready { mp3: fid } => {
             let line = format!("mp3 file_id: {fid} is now ready!");
-            let link = links.zip(msg.video_fid.parse::<VideoId>().ok()).map(|(l, job)| (l.url(job), common::jobs::human(l.ttl)));
+            let link = links.map(|l| (l.url(video), common::jobs::human(l.ttl)));
             let (text, html) = match link {
                 None => (line, None),
                 Some((url, ttl)) => (
@@ -88,9 +85,8 @@ pub fn compose(msg: &JobMessage, links: Option<&LinkSigner>) -> Result<Composed,
                     )),
                 ),
             };
-            Ok(Composed { key: format!("mp3:{fid}"), subject: "MP3 Download", text, html })
+            Composed { key: format!("mp3:{fid}"), subject: "MP3 Download", text, html }
         }
-        (None, None) => Err("malformed message: neither mp3_fid nor error is set".into()),
     }
 }
 
@@ -170,23 +166,19 @@ impl Notifier {
 }
 
 impl Handler for Notifier {
-    async fn handle(&self, job: &Job) -> Outcome {
-        let msg: JobMessage = match serde_json::from_slice(&job.body) {
-            Ok(m) => m,
-            Err(e) => return Outcome::Fail(format!("malformed message: {e}")),
+    type Message = Mp3Notice;
+
+    async fn handle(&self, notice: &Mp3Notice, _job: &Job) -> Outcome {
+        let to = &notice.job.owner;
+        let Composed { key, subject, text, html } = compose(notice, self.links.as_ref());
+        let kind = match notice.outcome {
+            Conversion::Failed { .. } => "failed",
+            Conversion::Ready { .. } => "ready",
         };
-        let Ok(to) = msg.username.parse::<Email>() else {
-            return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
-        };
-        let Composed { key, subject, text, html } = match compose(&msg, self.links.as_ref()) {
-            Ok(parts) => parts,
-            Err(reason) => return Outcome::Fail(reason),
-        };
-        let kind = if msg.error.is_some() { "failed" } else { "ready" };
         let count = |outcome: &'static str| metrics::counter!(common::metrics::EMAILS, "kind" => kind, "outcome" => outcome).increment(1);
         let mailbox = |e: &Email| e.as_str().parse::<Mailbox>();
-        let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(&to)) else {
-            return Outcome::Fail(format!("invalid recipient address {:?}", msg.username));
+        let (Ok(from), Ok(to_box)) = (mailbox(&self.from), mailbox(to)) else {
+            return Outcome::Fail(format!("invalid recipient address {:?}", to.as_str()));
         };
         let builder = Message::builder().from(from).to(to_box).subject(subject);
         let built = match html {
@@ -202,7 +194,7 @@ impl Handler for Notifier {
         // claim older than that is taken over).
         let give_up = tokio::time::Instant::now() + self.lease() + Duration::from_secs(5);
         let claimed_at = loop {
-            match self.claim(&key, &to).await {
+            match self.claim(&key, to).await {
                 Ok(Claim::Mine(at)) => break at,
                 Ok(Claim::Sent) => {
                     info!(%key, "mail already sent; skipping duplicate");
@@ -237,7 +229,7 @@ impl Handler for Notifier {
         info!(%key, to = %to, "mail sent");
         count("sent");
         if kind == "ready" {
-            if let Some(waited) = since_upload(&msg.video_fid) {
+            if let Some(waited) = since_upload(notice.job.video) {
                 metrics::histogram!(common::metrics::UPLOAD_TO_EMAIL).record(waited);
             }
         }
@@ -251,44 +243,52 @@ impl Handler for Notifier {
     }
 }
 
-/// Seconds since the upload of `video_fid`, read from the id itself: an ObjectId starts with
+/// Seconds since the upload of `video`, read from the id itself: an ObjectId starts with
 /// its creation time (to the second), and the gateway makes the video's id as it stores it.
-fn since_upload(video_fid: &str) -> Option<f64> {
-    let id = video_fid.parse::<mongodb::bson::oid::ObjectId>().ok()?;
-    let made = id.timestamp().to_system_time();
+fn since_upload(video: VideoId) -> Option<f64> {
+    let made = video.oid().timestamp().to_system_time();
     std::time::SystemTime::now().duration_since(made).ok().map(|d| d.as_secs_f64())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::message::JobMessage;
+
+    const V: &str = "65f0c0ffee0123456789abcd";
+    const M: &str = "65f0c0ffee0123456789abce";
+
+    fn notice(wire: &JobMessage) -> Mp3Notice {
+        Mp3Notice::decode(&wire.to_json()).unwrap()
+    }
 
     #[test]
     fn composes_the_original_mail() {
-        let m = JobMessage { video_fid: "v".into(), mp3_fid: Some("abc".into()), username: "a@b.c".into(), error: None, options: None };
-        let c = compose(&m, None).unwrap();
-        assert_eq!((c.key.as_str(), c.subject, c.text.as_str()), ("mp3:abc", "MP3 Download", "mp3 file_id: abc is now ready!"));
+        let m = JobMessage { mp3_fid: Some(M.into()), ..JobMessage::new_video(V, "a@b.c") };
+        let c = compose(&notice(&m), None);
+        assert_eq!((c.key, c.subject, c.text), (format!("mp3:{M}"), "MP3 Download", format!("mp3 file_id: {M} is now ready!")));
         let f = JobMessage { error: Some("the video has no audio track".into()), mp3_fid: None, ..m.clone() };
-        let c = compose(&f, None).unwrap();
-        assert_eq!(c.key, "failed:v");
+        let c = compose(&notice(&f), None);
+        assert_eq!(c.key, format!("failed:{V}"));
         assert_eq!(c.subject, "MP3 Download failed");
         assert!(c.text.contains("Reason: the video has no audio track"), "{}", c.text);
         assert!(c.text.contains("What you can do: upload a video that has sound."), "{}", c.text);
         let leaked = "gave up after 5 attempts: MongoDB unavailable: Connection refused (os error 111)";
-        let c = compose(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m.clone() }, None).unwrap();
+        let c = compose(&notice(&JobMessage { error: Some(leaked.into()), mp3_fid: None, ..m }), None);
         assert_eq!(
             c.text,
-            "Your video v could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
+            format!(
+                "Your video {V} could not be converted to MP3.\nReason: an internal error stopped the conversion; please try again later\n"
+            )
         );
-        assert!(compose(&JobMessage { mp3_fid: None, ..m }, None).is_err());
     }
 
     #[test]
     fn the_ready_mail_carries_a_signed_link_and_keeps_the_original_line() {
         let links = LinkSigner::new(secrecy::SecretString::from("k".repeat(40)), "http://127.0.0.1:8080", Duration::from_secs(7 * 86_400));
-        let m = JobMessage::new_video("65f0c0ffee0123456789abcd", "a@b.c");
-        let m = JobMessage { mp3_fid: Some("65f0c0ffee0123456789abce".into()), ..m };
-        let c = compose(&m, Some(&links)).unwrap();
+        let m = JobMessage::new_video(V, "a@b.c");
+        let m = JobMessage { mp3_fid: Some(M.into()), ..m };
+        let c = compose(&notice(&m), Some(&links));
         assert!(c.text.starts_with("mp3 file_id: 65f0c0ffee0123456789abce is now ready!\n"), "{}", c.text);
         assert!(c.text.contains("http://127.0.0.1:8080/jobs/65f0c0ffee0123456789abcd/download?expires="), "{}", c.text);
         assert!(c.text.contains("works for 7 days"), "{}", c.text);

@@ -17,13 +17,15 @@ struct Fragile {
 }
 
 impl Handler for Fragile {
-    async fn handle(&self, job: &Job) -> Outcome {
+    type Message = ();
+
+    async fn handle(&self, (): &(), job: &Job) -> Outcome {
         assert!(job.body != b"boom", "a handler bug triggered by this input");
         self.done.fetch_add(1, Ordering::SeqCst);
         Outcome::Done
     }
 
-    async fn on_dead_letter(&self, _job: &Job, _reason: &str) -> anyhow::Result<()> {
+    async fn on_dead_letter(&self, (): &(), _job: &Job, _reason: &str) -> anyhow::Result<()> {
         self.notices.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -90,12 +92,14 @@ struct Flaky {
 }
 
 impl Handler for Flaky {
-    async fn handle(&self, _job: &Job) -> Outcome {
+    type Message = ();
+
+    async fn handle(&self, (): &(), _job: &Job) -> Outcome {
         self.seen.lock().unwrap().push(common::trace::current().map(|c| c.trace_id()).unwrap_or_default());
         Outcome::Retry("the database is away".into())
     }
 
-    async fn on_dead_letter(&self, _job: &Job, _reason: &str) -> anyhow::Result<()> {
+    async fn on_dead_letter(&self, (): &(), _job: &Job, _reason: &str) -> anyhow::Result<()> {
         self.seen.lock().unwrap().push(common::trace::current().map(|c| c.trace_id()).unwrap_or_default());
         Ok(())
     }

@@ -36,7 +36,7 @@ fn fill_secrets(env: &mut [(String, String)]) {
     // Only the Secrets' keys: an empty ConfigMap value (OTEL_EXPORTER_OTLP_ENDPOINT) means "off".
     for (k, v) in env.iter_mut().filter(|(_, v)| v.is_empty()) {
         *v = match k.as_str() {
-            "JWT_SECRET" | "DOWNLOAD_LINK_SECRET" => format!("manifests-test-{}", uuid_like()),
+            "JWT_SECRET" | "DOWNLOAD_LINK_SECRET" => format!("manifests-test-{}", time_and_pid_hex()),
             // dev-seed.sql's development password of auth_user (the test applies it).
             "MYSQL_PASSWORD" => "Auth123".to_owned(),
             "AMQP_URL" => testkit::amqp_url(),
@@ -47,7 +47,8 @@ fn fill_secrets(env: &mut [(String, String)]) {
     }
 }
 
-fn uuid_like() -> String {
+/// A value no other run of this test makes: the time in nanoseconds and the process id, in hex.
+fn time_and_pid_hex() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     format!("{:032x}{:08x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos(), std::process::id())
 }

@@ -25,7 +25,7 @@ use tracing::instrument;
 use super::{parse_id, view};
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How far back each poll looks beyond the newest change it has seen: a write stamped by its
 /// writer's clock can land that much later than a newer one (write latency, clock skew between

@@ -2,8 +2,8 @@
 //! `DELETE /jobs/<id>`, the event streams (`events`), signed download links and the retention
 //! sweep. The state itself lives in MongoDB (`common::jobs`), so every replica answers alike.
 
-pub mod events;
-pub mod options;
+pub(crate) mod events;
+pub(crate) mod options;
 pub mod retention;
 
 use axum::extract::{Path, Query, State};
@@ -14,14 +14,13 @@ use axum::{Json, Router};
 use common::ids::VideoId;
 use common::jobs::{Cursor, JobDoc, JobState};
 use common::links::LinkSigner;
-use mongodb::bson::{doc, Bson};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::instrument;
 
 use crate::auth::AuthUser;
 use crate::error::{from_mongo, GatewayError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Page size of `GET /jobs` when `limit` is absent, and its largest value.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -150,41 +149,16 @@ pub async fn remove_files(state: &AppState, job: &JobDoc) -> anyhow::Result<()> 
 }
 
 pub async fn remove_video(state: &AppState, video: VideoId) -> anyhow::Result<()> {
-    delete_file(&state.videos, Bson::ObjectId(video.oid())).await
+    state.videos.delete(video).await
 }
 
 pub async fn remove_mp3s(state: &AppState, job: &JobDoc) -> anyhow::Result<()> {
-    use futures_util::TryStreamExt;
-    let files = state.mp3s.collection::<mongodb::bson::Document>("fs.files");
-    let mut ids: Vec<Bson> = files
-        .find(doc! {"metadata.video_fid": job.id.to_hex()})
-        .projection(doc! {"_id": 1})
-        .await?
-        .try_collect::<Vec<_>>()
-        .await?
-        .into_iter()
-        .filter_map(|d| d.get("_id").cloned())
-        .collect();
-    if let Some(mp3) = job.mp3_fid {
-        ids.push(Bson::ObjectId(mp3));
-    }
+    let mut ids = state.mp3s.all_made_from(job.video()).await?;
+    ids.extend(job.mp3());
     for id in ids {
-        delete_file(&state.mp3s, id).await?;
+        state.mp3s.delete(id).await?;
     }
     Ok(())
-}
-
-async fn delete_file(db: &mongodb::Database, id: Bson) -> anyhow::Result<()> {
-    use mongodb::error::{ErrorKind, GridFsErrorKind};
-    match common::gridfs::bucket(db).delete(id.clone()).await {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(&*e.kind, ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. })) => {
-            // The files document is gone; chunks of an interrupted delete may remain.
-            db.collection::<mongodb::bson::Document>("fs.chunks").delete_many(doc! {"files_id": id}).await?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// True when the client asked for JSON (`Accept: application/json`): `POST /upload` then

@@ -10,7 +10,7 @@ use mongodb::bson::DateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{remove_files, remove_mp3s, remove_video};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Jobs handled per step and sweep; the next sweep takes the rest.
 const BATCH: i64 = 500;

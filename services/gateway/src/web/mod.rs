@@ -19,7 +19,7 @@ use axum_extra::extract::CookieJar;
 use crate::auth::AuthUser;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub use assets::Assets;
 

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::Page;
-use crate::auth::{client_address, unavailable};
+use crate::auth::{address_behind_trusted_proxies, unavailable};
 use crate::error::GatewayError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "mp3c_session";
@@ -100,7 +100,7 @@ pub async fn login(
     if email.is_empty() || form.password.is_empty() {
         return Ok(refuse(StatusCode::BAD_REQUEST, "Enter your email and your password.", None));
     }
-    let client = client_address(&headers, peer, state.trusted_proxy_hops);
+    let client = address_behind_trusted_proxies(&headers, peer, state.trusted_proxy_hops);
     let sent = state
         .http
         .post(format!("{}/login", state.auth_url))

@@ -29,7 +29,7 @@ async fn insert_job(gw: &TestApp, owner: &str, filename: &str) -> JobDoc {
 async fn finish_with_mp3(gw: &TestApp, job: &JobDoc, bytes: &[u8]) -> Mp3Id {
     let mp3 = ObjectId::new();
     let meta = doc! {"username": &job.owner, "video_fid": job.id.to_hex(), "content_type": "audio/mpeg"};
-    common::gridfs::upload(&common::gridfs::bucket(&gw.state.mp3s), mp3, "x.mp3", meta, bytes).await.unwrap();
+    common::gridfs::upload(&common::gridfs::bucket(gw.state.mp3s.database()), mp3, "x.mp3", meta, bytes).await.unwrap();
     assert_eq!(gw.state.jobs.start_converting(job.video()).await.unwrap(), common::jobs::Tracked::Updated);
     gw.state.jobs.finish_done(job.video(), Mp3Id::new(mp3)).await.unwrap();
     Mp3Id::new(mp3)
@@ -386,7 +386,7 @@ async fn delete_removes_video_mp3_and_job_and_only_for_the_owner() {
     assert_eq!(client().get(&link).send().await.unwrap().status(), 200);
     let del = client().delete(format!("{}/jobs/{}", gw.base, done.id.to_hex())).bearer_auth(&gw.token).send().await.unwrap();
     assert_eq!(del.status(), 204);
-    assert!(common::gridfs::find_file(&gw.state.mp3s, doc! {"_id": mp3.oid()}).await.unwrap().is_none(), "mp3 removed");
+    assert!(common::gridfs::find_file(gw.state.mp3s.database(), doc! {"_id": mp3.oid()}).await.unwrap().is_none(), "mp3 removed");
     assert_eq!(client().get(&link).send().await.unwrap().status(), 404);
     assert_eq!(gw.get_json("/jobs").await["jobs"], serde_json::json!([]));
     testkit::delete_queues(&[&gw.names.video_queue]).await;
@@ -395,7 +395,7 @@ async fn delete_removes_video_mp3_and_job_and_only_for_the_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_files_and_expires_jobs_whose_links_then_answer_410() {
     let gw = spawn_app(&[]).await;
-    let bucket = common::gridfs::bucket(&gw.state.videos);
+    let bucket = common::gridfs::bucket(gw.state.videos.database());
     let store = |job: JobDoc| {
         let bucket = bucket.clone();
         async move {
@@ -428,7 +428,7 @@ async fn retention_removes_files_and_expires_jobs_whose_links_then_answer_410() 
 
     let swept = gateway::jobs::retention::sweep_once(&gw.state, Duration::ZERO, Duration::ZERO).await.unwrap();
     assert_eq!(swept.mp3s_expired, 1);
-    assert!(common::gridfs::find_file(&gw.state.mp3s, doc! {"_id": mp3.oid()}).await.unwrap().is_none());
+    assert!(common::gridfs::find_file(gw.state.mp3s.database(), doc! {"_id": mp3.oid()}).await.unwrap().is_none());
     let expired = gw.get_json(&format!("/jobs/{}", done.id.to_hex())).await;
     assert_eq!((expired["state"].as_str(), expired["download_url"].is_null()), (Some("expired"), true));
     assert_eq!(expired["filename"], "done.mkv", "the job still shows what happened");

@@ -40,8 +40,9 @@ async fn upload_stores_the_file_with_its_owner_and_queues_the_contract_message()
 
 async fn gateway_read_all(gw: &TestApp, id: ObjectId) -> Vec<u8> {
     use futures_util::TryStreamExt;
-    let file = common::gridfs::find_file(&gw.state.videos, doc! {"_id": id}).await.unwrap().unwrap();
-    let chunks: Vec<bytes::Bytes> = common::gridfs::read_range(&gw.state.videos, &file, 0, file.length - 1).try_collect().await.unwrap();
+    let file = common::gridfs::find_file(gw.state.videos.database(), doc! {"_id": id}).await.unwrap().unwrap();
+    let chunks: Vec<bytes::Bytes> =
+        common::gridfs::read_range(gw.state.videos.database(), &file, 0, file.length - 1).try_collect().await.unwrap();
     chunks.concat()
 }
 
@@ -64,7 +65,7 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
     let gw = spawn_app(&[]).await;
     // A video as a gateway that crashed after storing it would leave it.
     let id = ObjectId::new();
-    let bucket = common::gridfs::bucket(&gw.state.videos);
+    let bucket = common::gridfs::bucket(gw.state.videos.database());
     let meta = doc! {"username": &gw.email, "filename": "a.mkv", "queued": false};
     common::gridfs::upload(&bucket, id, "a.mkv", meta, &b"\x1aE\xdf\xa3 not really"[..]).await.unwrap();
 
@@ -79,7 +80,7 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
     assert_eq!(msg.json()["username"], gw.email.as_str());
 
     // The sweep's query is served by an index, made when the gateway starts.
-    let files = gw.state.videos.collection::<Document>("fs.files");
+    let files = gw.state.videos.database().collection::<Document>("fs.files");
     testkit::eventually("the outbox index", Duration::from_secs(10), || async {
         files.list_index_names().await.unwrap().iter().any(|n| n == "metadata.queued_1_uploadDate_1").then_some(())
     })
@@ -91,7 +92,7 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
 async fn downloads_support_ranges_and_etags() {
     let gw = spawn_app(&[]).await;
     let id = ObjectId::new();
-    let bucket = common::gridfs::bucket(&gw.state.mp3s);
+    let bucket = common::gridfs::bucket(gw.state.mp3s.database());
     // Three chunks and a bit, so ranges cross chunk boundaries.
     let data: Vec<u8> = (0..(3 * common::gridfs::CHUNK_SIZE as usize + 100)).map(|i| (i % 251) as u8).collect();
     common::gridfs::upload(&bucket, id, "x.mp3", doc! {"username": &gw.email}, &data[..]).await.unwrap();
@@ -125,7 +126,7 @@ async fn downloads_support_ranges_and_etags() {
 async fn ranged_reads_fail_on_missing_or_damaged_chunks() {
     use futures_util::TryStreamExt;
     let gw = spawn_app(&[]).await;
-    let db = &gw.state.videos;
+    let db = gw.state.videos.database();
     // Two and a half chunks of distinct bytes.
     let bytes: Vec<u8> = (0..common::gridfs::CHUNK_SIZE as usize * 5 / 2).map(|i| (i % 251) as u8).collect();
     let id = ObjectId::new();
