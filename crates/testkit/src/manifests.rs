@@ -258,8 +258,10 @@ impl HostMap {
         let mut maps = BTreeMap::new();
         for pair in pairs {
             let pair = pair.as_ref();
-            let (host, addr) =
-                pair.split_once('=').filter(|(h, a)| !h.is_empty() && !a.is_empty()).with_context(|| format!("--map {pair:?}: expected HOST=ADDR or HOST=ADDR:PORT"))?;
+            let (host, addr) = pair
+                .split_once('=')
+                .filter(|(h, a)| !h.is_empty() && !a.is_empty())
+                .with_context(|| format!("--map {pair:?}: expected HOST=ADDR or HOST=ADDR:PORT"))?;
             let (ip, port) = if addr.starts_with('[') {
                 let end = addr.find(']').with_context(|| format!("--map {pair:?}: unclosed ["))? + 1;
                 (&addr[..end], addr[end..].strip_prefix(':'))
@@ -467,8 +469,9 @@ spec:
         )
         .unwrap();
         let env = resolve_env(&objects, "svc").unwrap();
-        let want: BTreeMap<String, String> =
-            [("A", "1"), ("B", "two"), ("S_C", "secret"), ("S_D", "plain"), ("E", "two-x"), ("F", "1")].map(|(k, v)| (k.into(), v.into())).into();
+        let want: BTreeMap<String, String> = [("A", "1"), ("B", "two"), ("S_C", "secret"), ("S_D", "plain"), ("E", "two-x"), ("F", "1")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         assert_eq!(env, want);
         let lines: Vec<String> = probes(&objects, "svc").unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(lines, ["liveness /healthz 8080", "readiness tcp 9"]);

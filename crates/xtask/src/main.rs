@@ -37,7 +37,10 @@ use mongodb::bson::oid::ObjectId;
 use crate::report::Report;
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration")]
+#[command(
+    name = "xtask",
+    about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,6 +8,8 @@
 //! default exchange (`amq.default`) only: the gateway its video queue; the converter the video and
 //! mp3 queues; the notification the mp3 queue. Each queue Q comes with Q.retry and Q.dead.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -103,43 +105,63 @@ struct Definitions {
 
 /// What `xtask rabbitmq-definitions` prints.
 pub fn render(opts: &Options) -> anyhow::Result<String> {
-    let perms = service_permissions(&opts.video_queue, &opts.mp3_queue);
+    let queues = (opts.video_queue.as_str(), opts.mp3_queue.as_str());
     if opts.permissions_only {
+        let perms = service_permissions(queues.0, queues.1);
         return Ok(perms.iter().map(|(svc, rx)| format!("{}{svc} {rx} {rx} {rx}\n", opts.user_prefix)).collect());
     }
-    let mut passwords = std::collections::BTreeMap::new();
+    let mut passwords = BTreeMap::new();
     for pair in &opts.passwords {
-        let (svc, pw) = pair.split_once('=').with_context(|| format!("--password {svc:?}: expected SERVICE=PW", svc = pair))?;
-        passwords.insert(svc, pw);
+        let (svc, pw) = pair.split_once('=').with_context(|| format!("--password {pair:?}: expected SERVICE=PW"))?;
+        passwords.insert(svc, pw.to_owned());
     }
-    let mut missing: Vec<&str> = SERVICES.into_iter().filter(|s| !passwords.contains_key(s)).collect();
-    if opts.admin_password.is_none() {
+    let Some(admin_pw) = opts.admin_password.as_deref() else {
+        let mut missing: Vec<&str> = SERVICES.into_iter().filter(|s| !passwords.contains_key(s)).collect();
         missing.push("admin");
-    }
+        bail!("no password for {}", missing.join(", "));
+    };
+    definitions((&opts.admin_user, admin_pw), &passwords, &opts.vhost, queues, &opts.user_prefix)
+}
+
+/// The definitions file (JSON): the administrator `admin` (name, password), one user per
+/// service named `<user_prefix><service>` with its password of `passwords`, in `vhost`, for the
+/// video and mp3 queues of `queues`.
+pub fn definitions(
+    admin: (&str, &str),
+    passwords: &BTreeMap<&str, String>,
+    vhost: &str,
+    queues: (&str, &str),
+    user_prefix: &str,
+) -> anyhow::Result<String> {
+    let missing: Vec<&str> = SERVICES.into_iter().filter(|s| !passwords.contains_key(s)).collect();
     if !missing.is_empty() {
         bail!("no password for {}", missing.join(", "));
     }
-    let admin_pw = opts.admin_password.as_deref().unwrap_or_default();
-    if std::iter::once(admin_pw).chain(passwords.values().copied()).any(|pw| pw.chars().count() < 16 || pw == "guest") {
+    if std::iter::once(admin.1).chain(passwords.values().map(String::as_str)).any(|pw| pw.chars().count() < 16 || pw == "guest") {
         bail!("every password must be at least 16 characters (generate them)");
     }
-    let user = |name: String, pw: &str, tags| User { name, password_hash: password_hash(pw), hashing_algorithm: "rabbit_password_hashing_sha256", tags };
+    let user = |name: String, pw: &str, tags| User {
+        name,
+        password_hash: password_hash(pw),
+        hashing_algorithm: "rabbit_password_hashing_sha256",
+        tags,
+    };
     let permission = |user: String, rx: &str| Permission {
         user,
-        vhost: opts.vhost.clone(),
+        vhost: vhost.to_owned(),
         configure: rx.to_owned(),
         write: rx.to_owned(),
         read: rx.to_owned(),
     };
     let mut defs = Definitions {
-        users: vec![user(opts.admin_user.clone(), admin_pw, "administrator")],
-        vhosts: vec![Vhost { name: opts.vhost.clone() }],
-        permissions: vec![permission(opts.admin_user.clone(), ".*")],
+        users: vec![user(admin.0.to_owned(), admin.1, "administrator")],
+        vhosts: vec![Vhost { name: vhost.to_owned() }],
+        permissions: vec![permission(admin.0.to_owned(), ".*")],
     };
-    for (svc, rx) in &perms {
-        let name = format!("{}{svc}", opts.user_prefix);
-        defs.users.push(user(name.clone(), passwords[svc], ""));
-        defs.permissions.push(permission(name, rx));
+    for (svc, rx) in service_permissions(queues.0, queues.1) {
+        let name = format!("{user_prefix}{svc}");
+        defs.users.push(user(name.clone(), &passwords[svc], ""));
+        defs.permissions.push(permission(name, &rx));
     }
     // One-space indentation, as the definitions files made so far.
     let mut out = Vec::new();
@@ -159,6 +181,19 @@ mod tests {
         assert_eq!(converter, r"^(amq\.default|video(\.retry|\.dead)?|mp3(\.retry|\.dead)?)$");
         assert_eq!(notification, r"^(amq\.default|mp3(\.retry|\.dead)?)$");
         assert_eq!(queues_regex(&["a.b-c"]), r"^(amq\.default|a\.b\-c(\.retry|\.dead)?)$");
+    }
+
+    #[test]
+    fn definitions_refuse_short_or_missing_passwords() {
+        let long = |s: &str| s.repeat(20);
+        let mut pw: BTreeMap<&str, String> = SERVICES.into_iter().map(|s| (s, long(s))).collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&definitions(("admin", &long("a")), &pw, "/", ("video", "mp3"), "").unwrap()).unwrap();
+        assert_eq!(json["users"].as_array().unwrap().len(), 4);
+        assert_eq!(json["permissions"][3]["read"], r"^(amq\.default|mp3(\.retry|\.dead)?)$");
+        assert!(definitions(("admin", "short"), &pw, "/", ("video", "mp3"), "").is_err());
+        pw.remove("converter");
+        assert!(definitions(("admin", &long("a")), &pw, "/", ("video", "mp3"), "").is_err());
     }
 
     #[test]

@@ -40,7 +40,11 @@ pub fn build(opts: &Options) -> anyhow::Result<()> {
     let root = testkit::repo_root();
     let tag = if opts.tag.is_empty() { "dev" } else { &opts.tag };
     // Build order: the services share the builder stage, built with the first.
-    let services: Vec<&str> = if opts.services.is_empty() { vec!["auth", "gateway", "notification", "converter"] } else { opts.services.iter().map(String::as_str).collect() };
+    let services: Vec<&str> = if opts.services.is_empty() {
+        vec!["auth", "gateway", "notification", "converter"]
+    } else {
+        opts.services.iter().map(String::as_str).collect()
+    };
     let engine = super::engine();
     let podman = if engine == "podman" {
         let podman = Podman::setup()?;
@@ -75,7 +79,8 @@ pub fn build(opts: &Options) -> anyhow::Result<()> {
         let file = std::fs::File::create(&log_path)?;
         let mut build = cmd();
         build.current_dir(&root).args(&args).args(["--target", svc, "-t", &image, "."]).env("DOCKER_BUILDKIT", "1");
-        let status = build.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).status().with_context(|| format!("run {engine} build"))?;
+        let status =
+            build.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).status().with_context(|| format!("run {engine} build"))?;
         if !status.success() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
@@ -100,7 +105,12 @@ pub fn build(opts: &Options) -> anyhow::Result<()> {
         let total = size_of(&image)?;
         writeln!(table, "{image:<32} {:>12} {:>14}", mb(total as f64), mb(total as f64 - base as f64))?;
     }
-    writeln!(table, "{:<32} {:>12}   (made here with debootstrap when absent; the official slim image is ~75 MB)", "debian:bookworm-slim", mb(base as f64))?;
+    writeln!(
+        table,
+        "{:<32} {:>12}   (made here with debootstrap when absent; the official slim image is ~75 MB)",
+        "debian:bookworm-slim",
+        mb(base as f64)
+    )?;
     write!(table, "built {} image(s) in {took} s with {engine}", services.len())?;
     println!("{table}");
     Ok(())

@@ -130,8 +130,12 @@ impl Instance {
             text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).with_context(|| format!("{}: no {key}", path.display()))
         };
         let port = |key: &str| -> anyhow::Result<u16> { field(key)?.parse().with_context(|| format!("{}: {key}", path.display())) };
-        let instance =
-            Self { id: field("ID")?.to_owned(), mongo: field("MONGO")?.to_owned(), gateway_port: port("GATEWAY_PORT")?, auth_port: port("AUTH_PORT")? };
+        let instance = Self {
+            id: field("ID")?.to_owned(),
+            mongo: field("MONGO")?.to_owned(),
+            gateway_port: port("GATEWAY_PORT")?,
+            auth_port: port("AUTH_PORT")?,
+        };
         if field("NAME")? != name.0 || instance.id != name.id() {
             bail!("{} does not belong to {name}", path.display());
         }
@@ -183,7 +187,13 @@ impl Podman {
     /// (scripts/container-env.sh tools, which prints the file's path).
     pub fn setup() -> anyhow::Result<Self> {
         let script = testkit::repo_root().join("scripts/container-env.sh");
-        let out = Command::new("bash").arg(&script).arg("tools").stdin(Stdio::null()).stderr(Stdio::inherit()).output().context("run scripts/container-env.sh")?;
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("tools")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("run scripts/container-env.sh")?;
         if !out.status.success() {
             bail!("scripts/container-env.sh tools failed");
         }
@@ -215,7 +225,13 @@ impl Podman {
 
     /// The last `lines` of a container's log, on stderr.
     pub fn show_logs(&self, container: &str, lines: usize) {
-        let _ = self.cmd().args(["logs", "--tail", &lines.to_string(), container]).stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit()).status();
+        let _ = self
+            .cmd()
+            .args(["logs", "--tail", &lines.to_string(), container])
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status();
     }
 }
 

@@ -31,7 +31,8 @@ const KNOWN_SECRETS: [&str; 6] = [
 
 /// Paths every container has written by its runtime: runc creates the mount points and
 /// /etc/{hosts,resolv.conf,hostname}.
-const RUNTIME_PATHS: [&str; 9] = ["/etc", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run", "/run/.containerenv", "/dev", "/proc", "/sys"];
+const RUNTIME_PATHS: [&str; 9] =
+    ["/etc", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/run", "/run/.containerenv", "/dev", "/proc", "/sys"];
 
 /// The rendered overlay, split for podman.
 pub struct Split {
@@ -66,7 +67,11 @@ pub fn split(rendered: &[Value]) -> anyhow::Result<Split> {
         }
         if kind == "Secret" {
             let values = manifests::secret_data(std::slice::from_ref(obj), name)?.unwrap_or_default();
-            let known: Vec<&str> = values.iter().filter(|(_, v)| KNOWN_SECRETS.contains(&v.as_str()) || v.contains(":guest@")).map(|(k, _)| k.as_str()).collect();
+            let known: Vec<&str> = values
+                .iter()
+                .filter(|(_, v)| KNOWN_SECRETS.contains(&v.as_str()) || v.contains(":guest@"))
+                .map(|(k, _)| k.as_str())
+                .collect();
             if !known.is_empty() {
                 bail!("Secret {name} keeps the repository's placeholder for {}", known.join(", "));
             }
@@ -153,7 +158,8 @@ pub fn inspect(podman: &Podman, name: &Name, play: &[Value]) -> anyhow::Result<(
         if let Some(caps) = effective.filter(|_| drops_all) {
             problems.push(format!("{container}: has capabilities {caps:?} (+{}), the manifest drops ALL", info["HostConfig"]["CapAdd"]));
         }
-        let changes: serde_json::Value = serde_json::from_str(&podman.output(&["diff", "--format", "json", &container])?).unwrap_or_default();
+        let changes: serde_json::Value =
+            serde_json::from_str(&podman.output(&["diff", "--format", "json", &container])?).unwrap_or_default();
         let mounts: Vec<&str> = info["Mounts"].as_array().into_iter().flatten().filter_map(|m| m["Destination"].as_str()).collect();
         let outside: Vec<&str> = ["changed", "added", "deleted"]
             .iter()
@@ -209,7 +215,10 @@ stringData: {JWT_SECRET: generated-value}
         assert_eq!(split.deployments(), 1);
         assert!(split.keep[0]["spec"]["template"]["spec"]["containers"][0].get("ports").is_none());
         let probes = probes(&split.keep).unwrap();
-        assert_eq!((probes[0].service.as_str(), probes[0].kind, probes[0].path.as_str(), probes[0].port), ("auth", "readiness", "/readyz", 25000));
+        assert_eq!(
+            (probes[0].service.as_str(), probes[0].kind, probes[0].path.as_str(), probes[0].port),
+            ("auth", "readiness", "/readyz", 25000)
+        );
         assert_eq!(split.secrets, [("x-auth-secret".to_owned(), [("JWT_SECRET".to_owned(), B64.encode("generated-value"))].into())]);
     }
 

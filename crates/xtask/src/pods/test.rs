@@ -171,7 +171,10 @@ impl Flow<'_> {
 
         let play = testkit::manifests::load_file(&self.name.state_dir().join("play.yaml"))?;
         super::play::inspect(self.podman, self.name, &play).context("a container does not run as its manifest says")?;
-        log(ME, format!("PASS: tutorial flow against the containerised suite ({} formats), containers as their manifests say", SAMPLES.len()));
+        log(
+            ME,
+            format!("PASS: tutorial flow against the containerised suite ({} formats), containers as their manifests say", SAMPLES.len()),
+        );
         Ok(())
     }
 

@@ -81,7 +81,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             bail!("image mp3converter/{svc}:dev is missing: run scripts/images.sh first");
         }
     }
-    if !super::succeeds(Command::new("bash").arg(root.join("scripts/deps.sh")).stdout(std::process::Stdio::inherit()).stderr(std::process::Stdio::inherit())) {
+    if !super::succeeds(
+        Command::new("bash")
+            .arg(root.join("scripts/deps.sh"))
+            .stdout(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit()),
+    ) {
         bail!("scripts/deps.sh failed");
     }
 
@@ -132,7 +137,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     log(ME, format!("RabbitMQ: vhost {name}, one user per service limited to its queues (generated passwords)"));
     let vhost = name.to_string();
-    let listed = || super::run_checked("rabbitmqctl list_vhosts", Command::new("rabbitmqctl").args(["-q", "list_vhosts"])).map(|o| o.stdout);
+    let listed =
+        || super::run_checked("rabbitmqctl list_vhosts", Command::new("rabbitmqctl").args(["-q", "list_vhosts"])).map(|o| o.stdout);
     if !rabbitmqctl(&["add_vhost", &vhost]) && !listed().is_ok_and(|out| String::from_utf8_lossy(&out).lines().any(|l| l == vhost)) {
         bail!("rabbitmqctl add_vhost {name} failed");
     }
@@ -177,7 +183,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     crate::write(&play_file, &split.play_yaml()?)?;
 
     log(ME, format!("podman kube play ({} Deployments)", split.deployments()));
-    let out = podman.cmd().args(["kube", "play"]).arg(&play_file).stdin(std::process::Stdio::null()).output().context("run podman kube play")?;
+    let out =
+        podman.cmd().args(["kube", "play"]).arg(&play_file).stdin(std::process::Stdio::null()).output().context("run podman kube play")?;
     let play_log = [out.stdout, out.stderr].concat();
     std::fs::write(state.join("play.log"), &play_log)?;
     if !out.status.success() {
@@ -200,7 +207,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let status = status.unwrap_or_else(|_| "missing".into());
             if status != "running" || Instant::now() > deadline {
                 podman.show_logs(&container, 40);
-                bail!("{}: {} probe {url} did not answer 200 (container {status}); scripts/pods-down.sh --name {name} removes it", p.service, p.kind);
+                bail!(
+                    "{}: {} probe {url} did not answer 200 (container {status}); scripts/pods-down.sh --name {name} removes it",
+                    p.service,
+                    p.kind
+                );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -385,8 +396,14 @@ mod tests {
     fn the_overlay_renders_with_the_base() {
         let name: Name = "mp3c-unit".parse().unwrap();
         let ports = SERVICES.into_iter().zip([1001, 1002, 1003, 1004]).collect();
-        let s = Secrets { mysql: "m".into(), jwt: "j".into(), link: "l".into(), amqp: crate::rabbitmq::SERVICES.into_iter().map(|s| (s, s.to_owned())).collect() };
-        let k: serde_yaml::Value = serde_yaml::from_str(&kustomization(&name, "../manifests", &ports, "mongodb://127.0.0.1:27017")).unwrap();
+        let s = Secrets {
+            mysql: "m".into(),
+            jwt: "j".into(),
+            link: "l".into(),
+            amqp: crate::rabbitmq::SERVICES.into_iter().map(|s| (s, s.to_owned())).collect(),
+        };
+        let k: serde_yaml::Value =
+            serde_yaml::from_str(&kustomization(&name, "../manifests", &ports, "mongodb://127.0.0.1:27017")).unwrap();
         assert_eq!(k["namePrefix"], "mp3c-unit-");
         assert_eq!(k["patches"].as_sequence().unwrap().len(), 8);
         let secrets = manifests::parse(&secrets_yaml(&name, &s), "secrets").unwrap();
