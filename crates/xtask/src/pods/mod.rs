@@ -2,6 +2,7 @@
 //! the host's servers (scripts/deps.sh): `xtask pods up|down|test`.
 //!
 //! ```text
+//! images.rs `xtask images`: the four images from docker/Dockerfile, with Docker or podman
 //! up.rs     render manifests/ through a generated overlay, isolate the instance on the shared
 //!           servers, play it, wait for every probe
 //! down.rs   remove exactly what `up` made for one instance

@@ -44,13 +44,16 @@ pub struct Options {
     /// Don't add the tutorial's demo user (georgio@email.com / Admin123).
     #[arg(long)]
     pub no_demo_user: bool,
-    /// Ports on 127.0.0.1; 0 picks a free one.
+    /// The gateway's port on 127.0.0.1 (each port: 0 picks a free one).
     #[arg(long, env = "PODS_GATEWAY_PORT", default_value_t = 28080)]
     pub gateway_port: u16,
+    /// auth's port.
     #[arg(long, env = "PODS_AUTH_PORT", default_value_t = 25000)]
     pub auth_port: u16,
+    /// The converter's health port.
     #[arg(long, env = "PODS_CONVERTER_PORT", default_value_t = 28081)]
     pub converter_port: u16,
+    /// The notification service's health port.
     #[arg(long, env = "PODS_NOTIFICATION_PORT", default_value_t = 28082)]
     pub notification_port: u16,
     /// Seconds to wait for every probe.
