@@ -19,7 +19,7 @@ EOF
 MP3C_ME=container-env
 # shellcheck source=_lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
-mp3c_dirs
+mkdir -p "$MP3C_LOG_DIR"
 SUDO=()
 ((EUID == 0)) || SUDO=(sudo)
 

@@ -84,12 +84,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             bail!("image mp3converter/{svc}:dev is missing: run scripts/images.sh first");
         }
     }
-    if !super::succeeds(
-        Command::new("bash")
-            .arg(root.join("scripts/deps.sh"))
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit()),
-    ) {
+    if !Command::new("bash").arg(root.join("scripts/deps.sh")).stdin(std::process::Stdio::null()).status().is_ok_and(|s| s.success()) {
         bail!("scripts/deps.sh failed");
     }
 
