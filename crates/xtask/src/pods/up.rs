@@ -242,7 +242,17 @@ Tear down: scripts/pods-down.sh --name {name}",
 
 /// A file only its owner may read (it holds generated secrets).
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    crate::write(path, text)?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    // A file left by an earlier run keeps its mode: make sure.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod {}", path.display()))
 }
 
