@@ -155,6 +155,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // --- the overlay ------------------------------------------------------------------------------
     let overlay = state.join("overlay");
     std::fs::create_dir_all(&overlay)?;
+    // Canonical, as the root is: the relative path counts real folders, not `..` segments.
+    let overlay = overlay.canonicalize().with_context(|| format!("resolve {}", overlay.display()))?;
     let rel = super::relative(&root.join("manifests"), &overlay);
     crate::write(&overlay.join("kustomization.yaml"), &kustomization(name, &rel.display().to_string(), &ports, &opts.mongodb_uri))?;
     write_private(&overlay.join("secrets.yaml"), &secrets_yaml(name, &secrets))?;
