@@ -1,26 +1,30 @@
-# shellcheck shell=bash
-# Container tooling shared by scripts/images.sh, pods-up.sh and pods-down.sh. Sourced, never run.
-#
-#   container_tools      install podman, buildah, runc, debootstrap, kubernetes-client (apt-get,
-#                        only what is missing) and write our own containers.conf
-#   container_engine     print "docker" when a Docker engine answers, else "podman"
-#   ensure_base_images   make debian:bookworm-slim and rust:1-bookworm with debootstrap when the
-#                        engine does not have them (no registry is reachable from our machines)
-#
-# The machine's global container configuration (/etc/containers) is never changed: podman reads
-# ours through CONTAINERS_CONF, exported by container_tools.
-# Expects _lib.sh to be sourced first (log, die, MP3C_DEV_DIR).
+#!/usr/bin/env bash
+# Container tooling for `xtask images` and `xtask pods` (crates/xtask/src/pods/): installing
+# podman and making base images, the parts that are package installs. The machine's global
+# container configuration (/etc/containers) is never changed: podman reads ours through
+# CONTAINERS_CONF, which xtask sets from the path `tools` prints.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
 
-if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  echo "usage: source scripts/container-env.sh   (helpers for images.sh / pods-*.sh)" >&2
-  exit 2
-fi
+usage() {
+  cat <<'EOF'
+usage: scripts/container-env.sh tools | base-images ENGINE
+  tools        install podman, buildah, runc, debootstrap, kubernetes-client (apt-get, only what
+               is missing), write .dev/containers/containers.conf and print its path
+  base-images  make debian:bookworm-slim and rust:1-bookworm with debootstrap when ENGINE
+               (podman or docker) lacks them (no registry is reachable from our machines)
+EOF
+}
 
-MP3C_CONTAINERS_DIR=${MP3C_CONTAINERS_DIR:-$MP3C_DEV_DIR/containers}
+MP3C_ME=container-env
+# shellcheck source=_lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
+mkdir -p "$MP3C_LOG_DIR"
+SUDO=()
+((EUID == 0)) || SUDO=(sudo)
 
-container_tools() {
-  local need=() sudo_=()
-  ((EUID == 0)) || sudo_=(sudo)
+tools() {
+  local need=()
   command -v podman >/dev/null || need+=(podman)
   command -v buildah >/dev/null || need+=(buildah)
   command -v runc >/dev/null || need+=(runc)
@@ -35,33 +39,29 @@ container_tools() {
   [[ -x /usr/libexec/podman/catatonit ]] || command -v catatonit >/dev/null || need+=(catatonit)
   command -v uidmap >/dev/null || dpkg -s uidmap >/dev/null 2>&1 || need+=(uidmap)
   if ((${#need[@]})); then
-    mkdir -p "$MP3C_DEV_DIR/logs"
-    local aptlog=$MP3C_DEV_DIR/logs/apt.log
+    local aptlog=$MP3C_LOG_DIR/apt.log
     log "installing ${need[*]} with apt-get (log: $aptlog)"
     export DEBIAN_FRONTEND=noninteractive
     if ! apt-cache policy "${need[0]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-      "${sudo_[@]}" apt-get update >>"$aptlog" 2>&1 || die "apt-get update failed; log: $aptlog"
+      "${SUDO[@]}" apt-get update >>"$aptlog" 2>&1 || die "apt-get update failed; log: $aptlog"
     fi
-    "${sudo_[@]}" apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}" \
+    "${SUDO[@]}" apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "${need[@]}" \
       >>"$aptlog" 2>&1 || die "apt-get install ${need[*]} failed; log: $aptlog"
-    hash -r
   fi
 
   # Our own containers.conf: crun fails here ("cgroups in hybrid mode not supported"), systemd
   # is not the init of our CI machines, and podman's default ulimits exceed the machine's hard
-  # limits ("setrlimit ... Operation not permitted").
-  mkdir -p "$MP3C_CONTAINERS_DIR"
-  # Within this shell's hard limits (podman's defaults raise nofile above them: "setrlimit ...
-  # Operation not permitted"); nproc also within kernel.pid_max, above which runc's setrlimit
-  # fails here even below the hard limit.
-  local conf=$MP3C_CONTAINERS_DIR/containers.conf nofile nproc pid_max
+  # limits ("setrlimit ... Operation not permitted"): nofile within this shell's hard limit,
+  # nproc also within kernel.pid_max, above which runc's setrlimit fails even below the limit.
+  local dir=${MP3C_CONTAINERS_DIR:-$MP3C_DEV_DIR/containers} nofile nproc pid_max
+  mkdir -p "$dir"
   nofile=$(ulimit -Hn)
   nproc=$(ulimit -Hu)
   pid_max=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)
   [[ $nofile == unlimited ]] && nofile=1048576
   [[ $nproc == unlimited ]] && nproc=$pid_max
   ((nproc > pid_max)) && nproc=$pid_max
-  cat >"$conf.tmp" <<EOF
+  cat >"$dir/containers.conf.tmp" <<EOF
 # Written by scripts/container-env.sh; read by podman through CONTAINERS_CONF.
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
@@ -78,53 +78,35 @@ helper_binaries_dir = ["/usr/lib/podman", "/usr/libexec/podman", "/usr/local/lib
 # netavark + aardvark-dns: networks with name resolution (CNI plugins are not installed).
 network_backend = "netavark"
 EOF
-  mv -f "$conf.tmp" "$conf"
-  export CONTAINERS_CONF=$conf
-  # BUILDAH_LAYERS: podman build keeps intermediate layers, so an unchanged stage is reused.
-  export BUILDAH_LAYERS=true
+  mv -f "$dir/containers.conf.tmp" "$dir/containers.conf"
+  printf '%s\n' "$dir/containers.conf"
 }
 
-container_engine() {
-  if [[ -n ${MP3C_ENGINE:-} ]]; then
-    printf '%s\n' "$MP3C_ENGINE"
-  elif command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
-    echo docker
-  else
-    echo podman
-  fi
-}
-
-# make_rootfs_image NAME FIX ENGINE [ENV...]: debootstrap a minbase bookworm, run FIX (a function
+# rootfs_image NAME FIX ENGINE [ENV...]: debootstrap a minbase bookworm, run FIX (a function
 # name) on the tree, import it as NAME with the ENV entries (KEY=VALUE) in its configuration.
-make_rootfs_image() {
-  local name=$1 fix=$2 engine=$3 dir e
+rootfs_image() {
+  local name=$1 fix=$2 engine=$3 dir e dlog=$MP3C_LOG_DIR/debootstrap.log
   shift 3
   local changes=(--change 'CMD ["bash"]')
   for e in "$@"; do changes+=(--change "ENV $e"); done
   dir=$(mktemp -d "${TMPDIR:-/tmp}/mp3c-rootfs.XXXXXX")
   log "making $name with debootstrap (no registry is reachable; about a minute)"
-  debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian \
-    >>"$MP3C_DEV_DIR/logs/debootstrap.log" 2>&1 || {
+  debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >>"$dlog" 2>&1 || {
     rm -rf -- "$dir"
-    die "debootstrap failed; log: $MP3C_DEV_DIR/logs/debootstrap.log"
+    die "debootstrap failed; log: $dlog"
   }
+  # Like the official image: apt sources for bookworm and its security updates.
+  printf 'deb http://deb.debian.org/debian %s main\n' bookworm bookworm-updates >"$dir/etc/apt/sources.list"
+  echo 'deb http://deb.debian.org/debian-security bookworm-security main' >>"$dir/etc/apt/sources.list"
   "$fix" "$dir"
   rm -rf -- "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
-  tar -C "$dir" -c . | "$engine" import "${changes[@]}" - "$name" >>"$MP3C_DEV_DIR/logs/debootstrap.log" 2>&1
+  tar -C "$dir" -c . | "$engine" import "${changes[@]}" - "$name" >>"$dlog" 2>&1
   rm -rf -- "$dir"
 }
 
-_fix_slim() {
-  # Like the official image: apt sources for bookworm and its security updates.
-  cat >"$1/etc/apt/sources.list" <<'EOF'
-deb http://deb.debian.org/debian bookworm main
-deb http://deb.debian.org/debian bookworm-updates main
-deb http://deb.debian.org/debian-security bookworm-security main
-EOF
-}
+fix_slim() { :; }
 
-_fix_rust() {
-  _fix_slim "$1"
+fix_rust() {
   # The official rust image is buildpack-deps (gcc, make, pkg-config, ...) plus rustup under
   # /usr/local. Ours: the same build essentials and this machine's own stable toolchain.
   chroot "$1" apt-get update >/dev/null
@@ -133,28 +115,30 @@ _fix_rust() {
   # This machine's trust store: cargo reaches crates.io through whatever TLS proxy the machine's
   # own CA bundle trusts (the official image trusts Debian's list, which is the same elsewhere).
   [[ -s /etc/ssl/certs/ca-certificates.crt ]] && cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"
-  local tc
+  local tc b
   tc=$(rustup toolchain list 2>/dev/null | awk '/default/ {print $1}' | head -n1)
   [[ -n $tc ]] || tc=$(find "$HOME/.rustup/toolchains" -maxdepth 1 -name 'stable-*' -printf '%f\n' | head -n1)
   [[ -n $tc && -d $HOME/.rustup/toolchains/$tc ]] || die "no Rust toolchain under ~/.rustup to copy into the builder image"
   mkdir -p "$1/usr/local/rustup/toolchains" "$1/usr/local/cargo/bin"
   cp -a "$HOME/.rustup/toolchains/$tc" "$1/usr/local/rustup/toolchains/$tc"
   rm -rf -- "$1/usr/local/rustup/toolchains/$tc/share/doc"
-  local b
-  for b in cargo rustc rustdoc; do
-    ln -sf "../../rustup/toolchains/$tc/bin/$b" "$1/usr/local/cargo/bin/$b"
-  done
+  for b in cargo rustc rustdoc; do ln -sf "../../rustup/toolchains/$tc/bin/$b" "$1/usr/local/cargo/bin/$b"; done
 }
 
-ensure_base_images() {
-  local engine=$1
-  local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  if ! "$engine" image inspect docker.io/library/debian:bookworm-slim >/dev/null 2>&1; then
-    make_rootfs_image docker.io/library/debian:bookworm-slim _fix_slim "$engine" "PATH=$path"
-  fi
-  if ! "$engine" image inspect docker.io/library/rust:1-bookworm >/dev/null 2>&1; then
-    # The official image's environment: rustup and cargo homes under /usr/local.
-    make_rootfs_image docker.io/library/rust:1-bookworm _fix_rust "$engine" \
+base_images() {
+  local engine=${1:?base-images needs an ENGINE} path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  if [[ $engine == podman ]]; then export CONTAINERS_CONF=${CONTAINERS_CONF:-$(tools)}; fi
+  "$engine" image inspect docker.io/library/debian:bookworm-slim >/dev/null 2>&1 ||
+    rootfs_image docker.io/library/debian:bookworm-slim fix_slim "$engine" "PATH=$path"
+  # The official image's environment: rustup and cargo homes under /usr/local.
+  "$engine" image inspect docker.io/library/rust:1-bookworm >/dev/null 2>&1 ||
+    rootfs_image docker.io/library/rust:1-bookworm fix_rust "$engine" \
       RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo "PATH=/usr/local/cargo/bin:$path"
-  fi
 }
+
+case ${1:-} in
+  tools) tools ;;
+  base-images) base_images "${2:-}" ;;
+  -h | --help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac

@@ -8,11 +8,18 @@
 //! xtask render               docs/performance.md's generated section from results.json
 //! xtask service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
 //! xtask concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
+//! xtask pods up|down|test    the manifests in podman against the host's servers, the tutorial flow
+//! xtask images               the four images from docker/Dockerfile
+//! xtask manifest-env SERVICE the environment (or probes) the manifests give SERVICE
+//! xtask rabbitmq-definitions the broker's users and permissions (JSON)
 //! xtask put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
 //!                            single measurements and clean-up, for ad-hoc runs
 //! ```
 
+mod manifest_env;
 mod pipeline;
+mod pods;
+mod rabbitmq;
 mod report;
 mod run;
 mod system;
@@ -30,7 +37,10 @@ use mongodb::bson::oid::ObjectId;
 use crate::report::Report;
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration")]
+#[command(
+    name = "xtask",
+    about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -161,6 +171,20 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         db: Vec<String>,
     },
+    /// Run the Kubernetes manifests in containers on this machine (podman kube play): up, down,
+    /// and the containerised test phase.
+    Pods {
+        #[command(subcommand)]
+        task: pods::Task,
+    },
+    /// Build the four images from docker/Dockerfile (mp3converter/<service>:dev) and print their
+    /// sizes.
+    Images(pods::images::Options),
+    /// Print the environment (or the probes) the Kubernetes manifests give a service.
+    ManifestEnv(manifest_env::Options),
+    /// Print RabbitMQ definitions (JSON): an administrator and one user per service, each allowed
+    /// only its own queues, with salted SHA-256 password hashes.
+    RabbitmqDefinitions(rabbitmq::Options),
     /// Delete queues with their .retry and .dead companions.
     AmqpClean {
         #[arg(long)]
@@ -297,6 +321,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Drop { uri, db } => {
             tools::drop_databases(&tools::mongo(&uri).await?, &db).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pods { task } => pods::run(task).await,
+        Command::Images(opts) => {
+            pods::images::build(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ManifestEnv(opts) => {
+            print!("{}", manifest_env::render(&opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RabbitmqDefinitions(opts) => {
+            print!("{}", rabbitmq::render(&opts)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::AmqpClean { amqp, queues } => {

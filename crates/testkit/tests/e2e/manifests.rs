@@ -5,29 +5,17 @@
 //! the probes' paths answer on the ports the manifests name.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::Env;
-use testkit::{fid_from_mail, free_port, media, unique_email, wait_for_mails, wait_ok, Proc};
+use testkit::{fid_from_mail, free_port, manifests, media, unique_email, wait_for_mails, wait_ok, Proc};
 
 const SERVICES: [&str; 4] = ["auth", "gateway", "converter", "notification"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn manifest_env(service: &str, maps: &[String]) -> Vec<(String, String)> {
-    let mut cmd = Command::new("python3");
-    cmd.arg(repo().join("scripts/manifest_env.py")).arg(service).arg("--json");
-    for m in maps {
-        cmd.args(["--map", m]);
-    }
-    let out = cmd.output().expect("python3 runs");
-    assert!(out.status.success(), "manifest_env.py {service}: {}", String::from_utf8_lossy(&out.stderr));
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+    let maps = manifests::HostMap::parse(maps).unwrap();
+    manifests::service_env(service, &maps).unwrap_or_else(|e| panic!("manifests::service_env {service}: {e:#}")).into_iter().collect()
 }
 
 /// The Secrets' values: the manifests carry none (manifests/secret-templates/ names their keys,
@@ -55,13 +43,13 @@ fn time_and_pid_hex() -> String {
 
 /// `(kind, path, port)` of each probe of a service's Deployment.
 fn probes(service: &str) -> Vec<(String, String, u16)> {
-    let out = Command::new("python3").arg(repo().join("scripts/manifest_env.py")).arg(service).arg("--probes").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].to_owned(), f[1].to_owned(), f[2].parse().unwrap())
+    let objects = manifests::load_base(&manifests::dir()).unwrap();
+    manifests::probes(&objects, service)
+        .unwrap()
+        .into_iter()
+        .map(|p| match p.action {
+            manifests::ProbeAction::Http { path, port } => (p.kind.name().to_owned(), path, port),
+            other => panic!("{service}: {} probe is not httpGet: {other:?}", p.kind.name()),
         })
         .collect()
 }
