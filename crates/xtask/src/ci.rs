@@ -39,9 +39,14 @@ pub async fn run(opts: Options) -> ExitCode {
     // started: those on record now that were not before scripts/deps.sh ran (MP3C_DEPS_BEFORE,
     // the names in .dev/pids then).
     let stop_deps = var("TEST_STOP_DEPS").map_or_else(|| flag("CI", &["true", "1"]), |v| v == "1");
-    let before = var("MP3C_DEPS_BEFORE").unwrap_or_default();
-    let was_recorded = |d: &str| before.split_whitespace().any(|f| f == format!("{d}.pid") || f == format!("{d}.started"));
-    let started_now: Vec<_> = dev.recorded_deps().into_iter().filter(|d| !was_recorded(d)).collect();
+    // Without MP3C_DEPS_BEFORE, deps.sh did not run as part of this run: it started nothing.
+    let started_now: Vec<_> = match std::env::var("MP3C_DEPS_BEFORE") {
+        Ok(before) => {
+            let was_recorded = |d: &str| before.split_whitespace().any(|f| f == format!("{d}.pid") || f == format!("{d}.started"));
+            dev.recorded_deps().into_iter().filter(|d| !was_recorded(d)).collect()
+        }
+        Err(_) => Vec::new(),
+    };
 
     let code = tokio::select! {
         code = phases(&dev, opts) => code.unwrap_or_else(|e| dev.fail(&e)),
@@ -58,7 +63,7 @@ pub async fn run(opts: Options) -> ExitCode {
 }
 
 async fn phases(dev: &Dev, opts: Options) -> anyhow::Result<ExitCode> {
-    let root = testkit::repo_root();
+    let root = crate::procs::repo_root();
     let env = test_env(dev).await?;
     let cmd = |program: &str, args: &[&str]| {
         let mut c = Command::new(program);

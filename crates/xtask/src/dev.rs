@@ -57,10 +57,7 @@ fn var_or(name: &str, default: &str) -> String {
 
 pub async fn up(opts: UpOptions) -> ExitCode {
     let dev = Dev::new("dev-up");
-    match start(&dev, opts).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => dev.fail(&e),
-    }
+    dev.exit(start(&dev, opts).await)
 }
 
 async fn start(dev: &Dev, opts: UpOptions) -> anyhow::Result<()> {
@@ -71,7 +68,7 @@ async fn start(dev: &Dev, opts: UpOptions) -> anyhow::Result<()> {
     let jwt_secret = make_secret(dev, "jwt_secret", "a JWT secret")?;
     let link_secret = make_secret(dev, "download_link_secret", "a download-link key")?;
 
-    let root = testkit::repo_root();
+    let root = crate::procs::repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()).map_or_else(|| root.join("target"), PathBuf::from);
     let bin_dir = root.join(target).join(if opts.debug { "debug" } else { "release" });
     for s in Service::ALL {
@@ -139,7 +136,7 @@ async fn start(dev: &Dev, opts: UpOptions) -> anyhow::Result<()> {
 /// Applies init.sql and dev-seed.sql with the mysql client: as root over TCP when allowed,
 /// else through the socket (unix_socket auth as the OS root, or with sudo).
 fn apply_schema() -> anyhow::Result<()> {
-    let root = testkit::repo_root();
+    let root = crate::procs::repo_root();
     let sql = [std::fs::read(root.join("init.sql"))?, std::fs::read(root.join("dev-seed.sql"))?].concat();
     let tcp = ["--protocol=tcp", "-h127.0.0.1", "-P3306", "-uroot"];
     let tcp_ok = Command::new("mysql").args(tcp).args(["-e", "SELECT 1"]).output().is_ok_and(|o| o.status.success());
@@ -271,10 +268,7 @@ Stop with scripts/dev-down.sh (--purge also deletes {dir}).
 
 pub async fn down(opts: DownOptions) -> ExitCode {
     let dev = Dev::new("dev-down");
-    match stop(&dev, opts).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => dev.fail(&e),
-    }
+    dev.exit(stop(&dev, opts).await)
 }
 
 async fn stop(dev: &Dev, opts: DownOptions) -> anyhow::Result<()> {
@@ -293,7 +287,7 @@ async fn stop(dev: &Dev, opts: DownOptions) -> anyhow::Result<()> {
     if opts.purge {
         let dir = dev.dir.canonicalize()?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        if dir == Path::new("/") || Some(&dir) == home.as_ref() || testkit::repo_root().canonicalize().is_ok_and(|r| r == dir) {
+        if dir == Path::new("/") || Some(&dir) == home.as_ref() || crate::procs::repo_root() == dir {
             bail!("refusing to delete {} (MP3C_DEV_DIR points at it)", dir.display());
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("delete {}", dir.display()))?;
