@@ -14,7 +14,7 @@
 #      (KEDA's ScaledObject/TriggerAuthentication and the Prometheus Operator's PodMonitor and
 #      PrometheusRule have no schema there: they are listed as skipped and checked in steps 2
 #      and 5b instead)
-#   5b. alerts: scripts/check_alerts.py (alerts and dashboard read exported metrics, every alert
+#   5b. alerts: `cargo xtask alert-rules` (alerts and dashboard read exported metrics, every alert
 #      has a unit test), promtool check rules, promtool test rules
 #   6. hadolint on docker/*Dockerfile*; scripts/check_docker_context.py (.dockerignore keeps
 #      every workspace member, the Dockerfile builds real packages)
@@ -227,9 +227,9 @@ run_check "kubernetes-validate-$LATEST_K8S" validate_k8s "$LATEST_K8S"
 # --- 5b. alert rules and dashboard ---------------------------------------------------------------
 alerts() {
   command -v promtool >/dev/null || { echo "promtool missing (scripts/deps.sh installs Debian's prometheus)" >"$DETAIL"; return 1; }
-  "$PY" scripts/check_alerts.py "$WORK/alerts" | tee "$WORK/alerts.out"
+  cargo xtask alert-rules "$WORK/alerts" | tee "$WORK/alerts.out"
   local rc=${PIPESTATUS[0]}
-  tail -n1 "$WORK/alerts.out" | sed 's/^check_alerts: //' >"$DETAIL"
+  tail -n1 "$WORK/alerts.out" | sed 's/^alert-rules: //' >"$DETAIL"
   ((rc == 0)) || return "$rc"
   promtool check rules "$WORK/alerts/alerts.rules.yaml"
   (cd "$WORK/alerts" && promtool test rules alerts.test.yaml)

@@ -9,16 +9,8 @@
 # Idempotent and quick when all is up. What it starts is recorded in .dev/pids/ so that
 # scripts/dev-down.sh stops exactly that; logs go to .dev/logs/. Exports nothing.
 # Works run (`scripts/deps.sh`) or sourced (`source scripts/deps.sh`), from any directory.
+# Env: MONGODB_URI (use that server instead of starting one), MP3C_DEV_DIR (state dir).
 # shellcheck source-path=SCRIPTDIR
-
-deps_usage() {
-  cat <<'EOF'
-usage: scripts/deps.sh [-h|--help]
-  Install and start what mp3converter needs locally (ffmpeg, prometheus, MariaDB, RabbitMQ, a
-  MongoDB-compatible server, maildev). Env: MONGODB_URI (use that server instead of starting one),
-  MP3C_DEV_DIR (state dir, default <repo>/.dev).
-EOF
-}
 
 # The body runs in a subshell so that sourcing this file changes nothing in the caller's shell.
 deps_main() (
@@ -26,17 +18,10 @@ deps_main() (
   MP3C_ME=deps
   # shellcheck source=_lib.sh
   source "$(dirname -- "${BASH_SOURCE[0]}")/_lib.sh"
-
-  case "${1:-}" in
-    -h | --help)
-      deps_usage
-      exit 0
-      ;;
+  case ${1:-} in
     "") ;;
-    *)
-      deps_usage >&2
-      exit 2
-      ;;
+    -h | --help) sed -n '2,12s/^# \?//p' "${BASH_SOURCE[0]}" && exit 0 ;;
+    *) echo "usage: scripts/deps.sh [-h|--help]" >&2 && exit 2 ;;
   esac
 
   local -r MAILDEV_VERSION=2.2.1        # 3.x moved the REST API from /email to /api/email
@@ -51,34 +36,22 @@ deps_main() (
   # apt_install PKG...: install Debian packages, refreshing the package lists only when they
   # don't know the first package yet.
   apt_install() {
-    local aptlog=$MP3C_LOG_DIR/apt.log
     export DEBIAN_FRONTEND=noninteractive
-    log "installing $* with apt-get (log: $aptlog)"
-    if ! apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-      $SUDO apt-get update >>"$aptlog" 2>&1 || {
-        show_log_tail "$aptlog"
-        die "apt-get update failed; log: $aptlog"
-      }
-    fi
-    $SUDO apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "$@" \
-      >>"$aptlog" 2>&1 || {
-      show_log_tail "$aptlog"
-      die "apt-get install $* failed; log: $aptlog"
-    }
+    log "installing $* with apt-get (log: $MP3C_LOG_DIR/apt.log)"
+    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]' || logged apt $SUDO apt-get update
+    logged apt $SUDO apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 "$@"
   }
 
   # --- ffmpeg / ffprobe ---------------------------------------------------------------------
   if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
-    apt_install ffmpeg
-    hash -r
+    apt_install ffmpeg && hash -r
     command -v ffprobe >/dev/null || die "ffmpeg was installed but ffprobe is not on PATH"
   fi
   summary+=("ffmpeg      $(command -v ffmpeg), $(command -v ffprobe)")
 
   # --- Prometheus + promtool (the scrape test, the alert-rule checks, dev-up.sh --prometheus) ---
   if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-    apt_install prometheus
-    hash -r
+    apt_install prometheus && hash -r
   fi
   # Where systemd runs, Debian's package also starts a Prometheus on :9090; nothing here uses
   # it: the tests and dev-up.sh --prometheus run their own, with their own configuration.
@@ -96,9 +69,7 @@ deps_main() (
       apt_install mariadb-server mariadb-client
       mariadbd=/usr/sbin/mariadbd
     fi
-    if id mysql >/dev/null 2>&1; then
-      $SUDO install -d -o mysql -g mysql /run/mysqld
-    fi
+    ! id mysql >/dev/null 2>&1 || $SUDO install -d -o mysql -g mysql /run/mysqld
     log "starting MariaDB ($mariadbd)"
     start_bg mariadb mariadbd "$mariadbd"
     wait_until "MariaDB on 127.0.0.1:3306" 60 "$MP3C_LOG_DIR/mariadb.log" mariadb mariadb_ping
@@ -131,8 +102,8 @@ deps_main() (
     summary+=("mongodb     \$MONGODB_URI     up (given; nothing started)")
   elif probe mongo 127.0.0.1 "$MONGO_PORT" 2>/dev/null; then
     local who="up"
-    if pid_of secantusd >/dev/null; then who="up (SecantusDB, pid $(pid_of secantusd))"; fi
-    if pid_of mongod >/dev/null; then who="up (mongod, pid $(pid_of mongod))"; fi
+    ! pid_of secantusd >/dev/null || who="up (SecantusDB, pid $(pid_of secantusd))"
+    ! pid_of mongod >/dev/null || who="up (mongod, pid $(pid_of mongod))"
     summary+=("mongodb     127.0.0.1:$MONGO_PORT  $who")
   else
     tcp_open 127.0.0.1 "$MONGO_PORT" &&
@@ -150,16 +121,12 @@ deps_main() (
       py=$(python3 -c 'import sys; print(sys.executable)') || die "python3 is needed for SecantusDB"
       if ! "$py" -c 'import secantus, pymongo' 2>/dev/null; then
         log "installing secantusdb==$SECANTUSDB_VERSION with pip (log: $MP3C_LOG_DIR/pip.log)"
-        PIP_DISABLE_PIP_VERSION_CHECK=1 "$py" -m pip install --quiet --root-user-action=ignore \
-          "secantusdb==$SECANTUSDB_VERSION" >>"$MP3C_LOG_DIR/pip.log" 2>&1 || {
-          show_log_tail "$MP3C_LOG_DIR/pip.log"
-          die "pip install secantusdb failed; log: $MP3C_LOG_DIR/pip.log"
-        }
+        PIP_DISABLE_PIP_VERSION_CHECK=1 logged pip "$py" -m pip install --quiet --root-user-action=ignore \
+          "secantusdb==$SECANTUSDB_VERSION"
       fi
       # Throwaway storage: SecantusDB keeps a copy of every GridFS chunk in its oplog, so each
       # start begins empty and the oplog keeps only a minute.
-      rm -rf -- "$MP3C_DEV_DIR/secantus-data"
-      mkdir -p "$MP3C_DEV_DIR/secantus-data"
+      rm -rf -- "$MP3C_DEV_DIR/secantus-data" && mkdir -p "$MP3C_DEV_DIR/secantus-data"
       log "starting SecantusDB (MongoDB-compatible) on 127.0.0.1:$MONGO_PORT"
       # Run from .dev/ so that no stray ./secantusd.toml is picked up.
       (cd "$MP3C_DEV_DIR" && start_bg secantusd secantus "$py" -m secantus \
@@ -178,11 +145,7 @@ deps_main() (
     command -v npm >/dev/null || die "npm is needed to install maildev (apt-get install nodejs npm)"
     log "installing maildev@$MAILDEV_VERSION into $MP3C_DEV_DIR/node (log: $MP3C_LOG_DIR/npm.log)"
     mkdir -p "$MP3C_DEV_DIR/node"
-    npm install --prefix "$MP3C_DEV_DIR/node" --no-audit --no-fund --loglevel=error \
-      "maildev@$MAILDEV_VERSION" >>"$MP3C_LOG_DIR/npm.log" 2>&1 </dev/null || {
-      show_log_tail "$MP3C_LOG_DIR/npm.log"
-      die "npm install maildev failed; log: $MP3C_LOG_DIR/npm.log"
-    }
+    logged npm npm install --prefix "$MP3C_DEV_DIR/node" --no-audit --no-fund --loglevel=error "maildev@$MAILDEV_VERSION"
   fi
   maildev_up() { probe smtp 127.0.0.1 "$SMTP_PORT" && http_ok "http://127.0.0.1:$WEB_PORT/email"; }
   if maildev_up 2>/dev/null; then
@@ -202,10 +165,4 @@ deps_main() (
 
   printf '[deps] %s\n' "${summary[@]}"
 )
-
-if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
-  deps_main "$@"
-  return
-fi
-set -euo pipefail
 deps_main "$@"

@@ -6,19 +6,26 @@
 //! xtask bench [quick|full]   the benchmark (table on stdout, target/bench/results.json)
 //! xtask pipeline             upload-to-email latency and the gateway's memory on a large upload
 //! xtask render               docs/performance.md's generated section from results.json
-//! xtask service-env SERVICE  the environment scripts/dev-up.sh starts SERVICE with
 //! xtask concurrent-uploads   the gateway's memory under many concurrent uploads (issue 13)
 //! xtask pods up|down|test    the manifests in podman against the host's servers, the tutorial flow
 //! xtask images               the four images from docker/Dockerfile
 //! xtask manifest-env SERVICE the environment (or probes) the manifests give SERVICE
 //! xtask rabbitmq-definitions the broker's users and permissions (JSON)
+//! xtask dev-up|dev-down      the suite on this machine (scripts/dev-up.sh, scripts/dev-down.sh)
+//! xtask test [ARGS]          every test (scripts/test.sh installs and builds, then runs it)
+//! xtask alert-rules DIR      the alert rules as a Prometheus rules file, checked
 //! xtask put|upload|download|find-rate|jobs|wait-ready|drop|amqp-clean
 //!                            single measurements and clean-up, for ad-hoc runs
 //! ```
 
+mod alerts;
+mod ci;
+mod dev;
 mod manifest_env;
+mod mysql;
 mod pipeline;
 mod pods;
+mod procs;
 mod rabbitmq;
 mod report;
 mod run;
@@ -62,39 +69,6 @@ enum Command {
         /// bench:end markers) instead of printing it.
         #[arg(long)]
         write: Option<PathBuf>,
-    },
-    /// Print the environment SERVICE starts with on this machine, one NAME=VALUE per line, as
-    /// scripts/dev-up.sh runs it: the local servers, the default queue and database names,
-    /// init.sql's auth database, the JWT secret from a file (testkit::ServiceEnv, the one
-    /// definition the tests and the benchmark use too).
-    ServiceEnv {
-        #[arg(value_parser = parse_service)]
-        service: testkit::Service,
-        /// The HTTP port (auth, gateway) or health port (converter, notification).
-        #[arg(long)]
-        port: u16,
-        /// Where the gateway finds auth on 127.0.0.1.
-        #[arg(long, default_value_t = 5000)]
-        auth_port: u16,
-        /// How clients reach the gateway (the base of signed download links).
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        public_url: String,
-        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-        amqp_url: String,
-        #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017", hide_env_values = true)]
-        mongodb_uri: String,
-        /// A file holding auth's JWT secret (read here so it never shows on a command line).
-        #[arg(long)]
-        jwt_secret_file: Option<PathBuf>,
-        /// Queue and database names: the caller's variables win, as they always did for dev-up.
-        #[arg(long, env = "VIDEO_QUEUE", default_value = "video")]
-        video_queue: String,
-        #[arg(long, env = "MP3_QUEUE", default_value = "mp3")]
-        mp3_queue: String,
-        #[arg(long, env = "MONGODB_VIDEOS_DB", default_value = "videos")]
-        videos_db: String,
-        #[arg(long, env = "MONGODB_MP3S_DB", default_value = "mp3s")]
-        mp3s_db: String,
     },
     /// Store a local file COUNT times; prints one file id per line.
     Put {
@@ -192,6 +166,19 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         queues: Vec<String>,
     },
+    /// Start the suite locally (scripts/dev-up.sh runs deps.sh and builds first): init.sql and
+    /// dev-seed.sql, secrets in .dev/, the four services (restarted when running), their
+    /// readiness, an optional Prometheus, a test video, then how to try it.
+    DevUp(dev::UpOptions),
+    /// Stop what dev-up and scripts/deps.sh started, and only that (by the pids in .dev/pids/).
+    DevDown(dev::DownOptions),
+    /// Every test after scripts/test.sh has installed, started and built what they need: the
+    /// deployment checks, cargo-deny, the tests (fault_* one at a time), the containerised phase.
+    Test(ci::Options),
+    /// Write the PrometheusRule's groups as a Prometheus rules file DIR/alerts.rules.yaml (with
+    /// its promtool unit tests beside it) and check that every alert and dashboard panel reads
+    /// a metric something exports and every alert has a unit test. Exit status 1 on a problem.
+    AlertRules { dir: PathBuf },
 }
 
 /// A MongoDB database.
@@ -250,34 +237,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     write(&doc, &report::splice(&old, &section)?)?;
                     eprintln!("[bench] {} updated from {}", doc.display(), input.display());
                 }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ServiceEnv {
-            service,
-            port,
-            auth_port,
-            public_url,
-            amqp_url,
-            mongodb_uri,
-            jwt_secret_file,
-            video_queue,
-            mp3_queue,
-            videos_db,
-            mp3s_db,
-        } => {
-            let jwt = match jwt_secret_file {
-                Some(f) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?.trim().to_owned(),
-                None if service == testkit::Service::Auth => anyhow::bail!("auth needs --jwt-secret-file"),
-                None => String::new(),
-            };
-            let servers = testkit::Servers { amqp_url, mongo_uri: mongodb_uri, smtp_host: "127.0.0.1".into(), smtp_port: "1025".into() };
-            let names = testkit::Names { video_queue, mp3_queue, videos_db, mp3s_db };
-            let mysql = testkit::AuthDb::init_sql();
-            let wiring =
-                testkit::Wiring { servers: &servers, names: &names, mysql: &mysql, jwt_secret: &jwt, auth_port, public_url: &public_url };
-            for (k, v) in testkit::ServiceEnv::new(service, port, wiring).vars() {
-                println!("{k}={v}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -340,14 +299,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tools::delete_queues(&amqp, &queues).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::DevUp(opts) => Ok(dev::up(opts).await),
+        Command::DevDown(opts) => Ok(dev::down(opts).await),
+        Command::Test(opts) => Ok(ci::run(opts).await),
+        Command::AlertRules { dir } => {
+            let rules = alerts::write_rules(&dir)?;
+            for p in &rules.problems {
+                println!("{p}");
+            }
+            println!("{}", rules.summary());
+            Ok(if rules.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
-}
-
-fn parse_service(name: &str) -> Result<testkit::Service, String> {
-    testkit::Service::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| format!("one of auth, gateway, converter, notification, not {name:?}"))
 }
 
 /// The repository's `.dev` directory (`MP3C_DEV_DIR` as the scripts use it).

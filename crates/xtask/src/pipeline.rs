@@ -1,4 +1,4 @@
-//! Pipeline figures of the release build (`scripts/bench-pipeline.sh`): time from upload to the
+//! Pipeline figures of the release build (`scripts/bench.sh --pipeline`): time from upload to the
 //! "ready" email for a 60-second video (median of N runs), and the gateway's peak resident
 //! memory (VmHWM of a fresh process) while it streams a large upload into GridFS. Runs the four
 //! binaries against isolated queues and databases on the shared local servers.

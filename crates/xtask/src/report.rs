@@ -188,7 +188,7 @@ impl Report {
         let what = match self.mode {
             Some(Mode::Quick) => "Quick run (`scripts/bench.sh --quick`)",
             Some(Mode::Full) => "Full run (`scripts/bench.sh`)",
-            None => "Pipeline run (`scripts/bench-pipeline.sh`)",
+            None => "Pipeline run (`scripts/bench.sh --pipeline`)",
         };
         let at = self.commit.as_deref().map(|c| format!(", at commit {}", &c[..c.len().min(7)])).unwrap_or_default();
         let _ = writeln!(out, "### {what}, {}{at}\n", self.started.split(' ').next().unwrap_or(""));

@@ -1,5 +1,5 @@
 //! `xtask concurrent-uploads`: the gateway's memory under many concurrent uploads (issue 13,
-//! point 12), run by `scripts/bench-uploads.sh`.
+//! point 12), run by `scripts/bench.sh --uploads`.
 
 use std::time::{Duration, Instant};
 

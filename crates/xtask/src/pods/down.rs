@@ -46,7 +46,7 @@ pub async fn run(name: &Name) -> anyhow::Result<()> {
     log(ME, format!("MySQL: dropping database and user {id}"));
     let sql =
         format!("DROP DATABASE IF EXISTS `{id}`;\nDROP USER IF EXISTS '{id}'@'127.0.0.1';\nDROP USER IF EXISTS '{id}'@'localhost';\n");
-    failed |= !run_with_input(&mut super::mysql_root(), &sql);
+    failed |= !run_with_input(&mut crate::mysql::client(), &sql);
 
     log(ME, format!("RabbitMQ: deleting vhost {name} and its users"));
     rabbitmqctl(&["delete_vhost", &name.to_string()]);

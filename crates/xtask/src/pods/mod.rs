@@ -249,27 +249,6 @@ pub fn engine() -> String {
     }
 }
 
-/// The mysql client as an administrator: root over TCP when allowed, else the socket (as root,
-/// or through sudo).
-pub fn mysql_root() -> Command {
-    let tcp = ["--protocol=tcp", "-h127.0.0.1", "-P3306", "-uroot"];
-    if succeeds(Command::new("mysql").args(tcp).args(["-e", "SELECT 1"])) {
-        let mut cmd = Command::new("mysql");
-        cmd.args(tcp);
-        return cmd;
-    }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().nth(1) == Some("0"))))
-        .unwrap_or(false);
-    let mut cmd = if root { Command::new("mysql") } else { Command::new("sudo") };
-    if !root {
-        cmd.arg("mysql");
-    }
-    cmd.arg("-uroot");
-    cmd
-}
-
 /// rabbitmqctl, quiet, with stdin closed (it reads stdin otherwise); whether it succeeded.
 pub fn rabbitmqctl(args: &[&str]) -> bool {
     succeeds(Command::new("rabbitmqctl").arg("-q").args(args))

@@ -128,7 +128,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     // --- the host's servers: a database, a vhost, users of this instance only -------------------
     log(ME, format!("MySQL: database and user {id} (generated password)"));
-    if !run_with_input(&mut super::mysql_root(), &mysql_setup(&id, &secrets.mysql)?) {
+    if !run_with_input(&mut crate::mysql::client(), &mysql_setup(&id, &secrets.mysql)?) {
         bail!("could not create the MySQL database {id}");
     }
 
@@ -219,7 +219,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     play::inspect(&podman, name, &split.keep).context("a container does not run as its manifest says")?;
     // Auth is ready once it has applied its migrations: the demo user's table exists now.
-    if !opts.no_demo_user && !run_with_input(&mut super::mysql_root(), &demo_user_sql(&root, &id)?) {
+    if !opts.no_demo_user && !run_with_input(&mut crate::mysql::client(), &demo_user_sql(&root, &id)?) {
         bail!("could not add the demo user to the MySQL database {id}");
     }
 
