@@ -12,6 +12,9 @@
 //!                            single measurements and clean-up, for ad-hoc runs
 //! ```
 
+mod alerts;
+mod deploy;
+mod minikube;
 mod pipeline;
 mod report;
 mod run;
@@ -30,7 +33,10 @@ use mongodb::bson::oid::ObjectId;
 use crate::report::Report;
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration")]
+#[command(
+    name = "xtask",
+    about = "The tasks of mp3converter: the benchmark against same-run baselines, service environments, local orchestration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -168,6 +174,15 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         queues: Vec<String>,
     },
+    /// Static checks of docker/, manifests/ and scripts/ (no cluster, no Docker engine): one
+    /// PASS/FAIL line per check, exit status 1 if any failed. scripts/check-deploy.sh installs
+    /// the tools and runs this.
+    CheckDeploy(deploy::Options),
+    /// Deploy to a local minikube, or remove the deployment (docs/deploy.md).
+    Minikube {
+        #[command(subcommand)]
+        command: minikube::Minikube,
+    },
 }
 
 /// A MongoDB database.
@@ -303,6 +318,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tools::delete_queues(&amqp, &queues).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::CheckDeploy(opts) => deploy::run(opts),
+        Command::Minikube { command } => Ok(minikube::run(command)),
     }
 }
 
