@@ -787,6 +787,16 @@ spec:
     }
 
     #[test]
+    fn variables_set_but_not_documented_are_reported() {
+        let inputs = Inputs { targets: BTreeSet::new(), templates: Vec::new(), documented: documented_vars(""), base_files: yaml(GOOD) };
+        let mut checker = Checker::default();
+        checker.check_docs(&inputs);
+        let undocumented = "base converter: set but not documented in docs/configuration.md: [\"SHUTDOWN_GRACE_SECONDS\"]";
+        assert!(checker.problems.iter().any(|p| p == undocumented), "{:?}", checker.problems);
+        assert!(checker.problems.iter().any(|p| p.starts_with("base auth: the manifests do not resolve")), "{:?}", checker.problems);
+    }
+
+    #[test]
     fn ingress_paths_that_reach_metrics() {
         let path = |p: &str, t: &str| yaml(&format!("kind: X\npath: {p}\npathType: {t}"))[0].clone();
         assert!(routes_metrics(&path("/", "Prefix")));
