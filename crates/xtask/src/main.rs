@@ -19,9 +19,12 @@
 //! ```
 
 mod alerts;
+
 mod ci;
+mod deploy;
 mod dev;
 mod manifest_env;
+mod minikube;
 mod mysql;
 mod pipeline;
 mod pods;
@@ -179,6 +182,15 @@ enum Command {
     /// its promtool unit tests beside it) and check that every alert and dashboard panel reads
     /// a metric something exports and every alert has a unit test. Exit status 1 on a problem.
     AlertRules { dir: PathBuf },
+    /// Static checks of docker/, manifests/ and scripts/ (no cluster, no Docker engine): one
+    /// PASS/FAIL line per check, exit status 1 if any failed. scripts/check-deploy.sh installs
+    /// the tools and runs this.
+    CheckDeploy(deploy::Options),
+    /// Deploy to a local minikube, or remove the deployment (docs/deploy.md).
+    Minikube {
+        #[command(subcommand)]
+        command: minikube::Minikube,
+    },
 }
 
 /// A MongoDB database.
@@ -310,6 +322,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", rules.summary());
             Ok(if rules.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::CheckDeploy(opts) => deploy::run(opts),
+        Command::Minikube { command } => Ok(minikube::run(command)),
     }
 }
 
