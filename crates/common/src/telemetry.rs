@@ -113,6 +113,24 @@ pub fn flush() {
     }
 }
 
+/// The `main` of a service binary whose `Application` has the usual `build(Config)` and
+/// `run_until_stopped(token)`: telemetry, the configuration from the environment, build, run
+/// until SIGTERM or SIGINT, one exit status (`service_main!(gateway::Application, gateway::Config);`).
+#[macro_export]
+macro_rules! service_main {
+    ($app:ty, $config:ty) => {
+        #[tokio::main]
+        async fn main() -> std::process::ExitCode {
+            $crate::telemetry::init();
+            let run = async {
+                let app = <$app>::build(<$config>::from_env(&$crate::Env::from_process())?).await?;
+                app.run_until_stopped($crate::shutdown::token_on_signal()).await
+            };
+            $crate::telemetry::exit_on_error(run.await)
+        }
+    };
+}
+
 /// Runs a service's `main` body; a failure is printed as one line with its cause chain
 /// (never a backtrace or a config value) and exits with status 1.
 pub fn exit_on_error(result: anyhow::Result<()>) -> std::process::ExitCode {

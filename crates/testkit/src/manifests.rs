@@ -13,6 +13,18 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+/// Secret values anyone can read, which no shipped manifest may hold: RabbitMQ's default
+/// account, dev-seed.sql's development password, and the placeholders this repository used to
+/// deploy.
+pub const KNOWN_SECRETS: [&str; 6] = [
+    "guest",
+    "Auth123",
+    "dev-placeholder-jwt-secret-change-me-not-for-production",
+    "dev-placeholder-root-password",
+    "placeholder-gmail-app-password",
+    "dev-placeholder-download-link-secret-not-for-production",
+];
+
 /// The repository's `manifests/` folder.
 pub fn dir() -> PathBuf {
     crate::repo_root().join("manifests")

@@ -116,27 +116,7 @@ async fn measure(opts: &Options, stack: &mut Stack) -> anyhow::Result<Report> {
     };
 
     let v60 = stack.work.join("v60.mkv");
-    system::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25:duration=60",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:duration=60",
-        "-c:v",
-        "mpeg4",
-        "-b:v",
-        "1M",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-shortest",
-        &v60.to_string_lossy(),
-    ])
-    .await?;
+    system::video_60s(&v60).await?;
     let upload = |file: PathBuf| {
         let (header, url) = (format!("@{}", header.display()), format!("{gw_url}/upload"));
         async move {

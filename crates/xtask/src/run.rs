@@ -405,29 +405,8 @@ impl Bench {
     async fn make_media(&mut self) -> anyhow::Result<()> {
         eprintln!("[bench] generating media in {}", self.media.display());
         let m = |name: &str| self.media.join(name).to_string_lossy().into_owned();
-        // A 60 s 640x360 25 fps MPEG-4 video with a stereo 44.1 kHz AAC track (tones plus noise,
-        // so the encoder has real work), and the same with an MP3 track (the stream-copy case).
-        system::ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=60",
-            "-f",
-            "lavfi",
-            "-i",
-            "aevalsrc=sin(440*2*PI*t)+0.2*random(0)|sin(660*2*PI*t)+0.2*random(1):s=44100:d=60",
-            "-c:v",
-            "mpeg4",
-            "-b:v",
-            "1M",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-shortest",
-            &m("video-60.mkv"),
-        ])
-        .await?;
+        // The 60 s video, and the same with an MP3 track (the stream-copy case).
+        system::video_60s(&self.media.join("video-60.mkv")).await?;
         system::ffmpeg(&[
             "-i",
             &m("video-60.mkv"),

@@ -36,16 +36,7 @@ const NAMESPACE: &str = "mp3converter";
 const OUR_UID: i64 = 10001;
 const SERVICES: [&str; 4] = ["auth", "gateway", "converter", "notification"];
 const WORKLOADS: [&str; 2] = ["Deployment", "StatefulSet"];
-/// Secret values anyone can read: RabbitMQ's default account, dev-seed.sql's MySQL password and
-/// the placeholders this repository used to deploy.
-const KNOWN_SECRETS: [&str; 6] = [
-    "guest",
-    "Auth123",
-    "dev-placeholder-jwt-secret-change-me-not-for-production",
-    "dev-placeholder-root-password",
-    "placeholder-gmail-app-password",
-    "dev-placeholder-download-link-secret-not-for-production",
-];
+use testkit::manifests::KNOWN_SECRETS;
 /// The converter parses hostile media: what it may reach (DNS, AMQP, MongoDB).
 const CONVERTER_EGRESS_PORTS: [i64; 3] = [53, 5672, 27017];
 

@@ -19,15 +19,7 @@ use testkit::manifests::{self, str_at};
 
 use super::{Name, Podman, SERVICES};
 
-/// Values anyone can read: this repository's former placeholders and dev-seed.sql's development password.
-const KNOWN_SECRETS: [&str; 6] = [
-    "guest",
-    "Auth123",
-    "dev-placeholder-jwt-secret-change-me-not-for-production",
-    "dev-placeholder-root-password",
-    "placeholder-gmail-app-password",
-    "dev-placeholder-download-link-secret-not-for-production",
-];
+use testkit::manifests::KNOWN_SECRETS;
 
 /// Paths every container has written by its runtime: runc creates the mount points and
 /// /etc/{hosts,resolv.conf,hostname}.
