@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh machine to the whole suite running locally: the dependencies
 # (scripts/deps.sh), a release build, then `xtask dev-up` (crates/xtask/src/dev.rs): the auth
-# schema (init.sql) and the development accounts (dev-seed.sql), secrets kept in .dev/, the
+# database (init.sql, auth's migrations) and the development accounts (dev-seed.sql), secrets kept in .dev/, the
 # four services in the background (logs in .dev/logs/, pids in .dev/pids/; running ones are
 # restarted, so a re-run after a rebuild picks up the new binaries). Stop with scripts/dev-down.sh.
 # shellcheck source-path=SCRIPTDIR

@@ -13,7 +13,7 @@ usage() {
 usage: scripts/test.sh [-h|--help] [TEST-RUNNER ARGS...]
   Start the dependencies, build the binaries, run scripts/check-deploy.sh (skip with
   SKIP_DEPLOY_CHECKS=1) and every test with cargo nextest (cargo test when nextest is absent).
-  Args after the options go to the runner, e.g. `scripts/test.sh -p auth` or `scripts/test.sh fault_`.
+  Args after the options go to the runner, e.g. `scripts/test.sh metrics_` (a test-name filter; `-p` does not narrow the workspace run).
   Then the containerised phase (scripts/pods-test.sh; SKIP_CONTAINERS=1 skips it outside CI).
   TEST_STOP_DEPS=1 (the default when CI=true) stops, at the end, the dependencies this run started.
 EOF2
