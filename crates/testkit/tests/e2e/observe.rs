@@ -108,8 +108,8 @@ fn lines_with_trace(log: &str, trace_id: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_traceparent_is_followed_through_all_four_services() {
-    // tower_http's per-request line (debug) is the one auth writes for a /validate.
-    let stack = Stack::start(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info,tower_http=debug")]).await.expect("stack starts");
+    // The per-request line (common::http, debug) is the one auth writes for a /validate.
+    let stack = Stack::start(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info,common::http=debug")]).await.expect("stack starts");
     let owner = unique_email();
     let token = stack.user_token(&owner, true).await.unwrap();
     let client = reqwest::Client::new();
