@@ -86,7 +86,7 @@ async fn a_followed_conversion_reports_its_states_and_progress_and_mails_a_worki
     let src = media(Media::Mkv, 1200);
     let started = Instant::now();
     let (status, body) = upload_job(&stack, &token, &src, &[("quality", "0")]).await;
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 202, "{body}\n{}", stack.logs());
     let id = job_id(&body);
     let resp = reqwest::Client::new().get(stack.gateway_url(&format!("/jobs/{id}/events"))).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
