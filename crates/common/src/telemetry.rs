@@ -84,7 +84,7 @@ macro_rules! trace_span {
             let ctx = $crate::telemetry::enter_trace(&span, parent);
             (span, ctx)
         } else {
-            let ctx = parent.map_or_else($crate::trace::TraceContext::new_root, |p| p.child());
+            let ctx = $crate::trace::TraceContext::continue_from(parent);
             (::tracing::info_span!($name, $($field)*, trace_id = %ctx.trace_id_hex()), ctx)
         }
     }};
@@ -94,7 +94,7 @@ pub(crate) use trace_span;
 /// The trace context of an exported span `span` (see [`trace_span`]): the sender's trace
 /// (`parent`) continued, or the exporter's new one; recorded as the span's `trace_id`.
 pub(crate) fn enter_trace(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
-    let mut ctx = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    let mut ctx = TraceContext::continue_from(parent);
     if let Some(parent) = parent {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.to_otel()));
     }

@@ -67,7 +67,13 @@ impl TraceContext {
 
     /// The context of incoming work: the sender's trace continued, or a new one.
     pub fn continue_or_start(traceparent: Option<&str>) -> Self {
-        traceparent.and_then(Self::parse).map_or_else(Self::new_root, |parent| parent.child())
+        Self::continue_from(traceparent.and_then(Self::parse))
+    }
+
+    /// The context of incoming work whose sender's context is `parent`: a child of it, or a new
+    /// trace.
+    pub fn continue_from(parent: Option<Self>) -> Self {
+        parent.map_or_else(Self::new_root, |parent| parent.child())
     }
 
     /// `00-<trace id>-<span id>-<flags>`
