@@ -20,7 +20,8 @@ pub mod manifests;
 mod service_env;
 pub use service_env::{Servers, Service, ServiceEnv, Wiring};
 
-fn var_or(name: &str, default: &str) -> String {
+/// The variable `name`, or `default` when it is unset or empty.
+pub fn var_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
 }
 
@@ -405,7 +406,9 @@ pub fn audio_duration(path: &Path) -> anyhow::Result<f64> {
 
 /// The repository's root (where this crate was compiled from).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Without `..` segments, so that printed and relative paths read as the folders they are.
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Where cargo put the workspace's binaries.

@@ -62,7 +62,7 @@ pub async fn run(opts: Options) -> ExitCode {
 }
 
 async fn phases(dev: &Dev, opts: Options) -> anyhow::Result<ExitCode> {
-    let root = crate::procs::repo_root();
+    let root = testkit::repo_root();
     let env = test_env(dev).await?;
     let cmd = |program: &str, args: &[&str]| {
         let mut c = Command::new(program);

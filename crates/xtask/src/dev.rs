@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use base64::Engine as _;
-use testkit::{AuthDb, Names, Servers, Service, ServiceEnv, Wiring};
+use testkit::{var_or, AuthDb, Names, Servers, Service, ServiceEnv, Wiring};
 
 use crate::procs::{tcp_open, Dev, STOP_ORDER};
 
@@ -51,10 +51,6 @@ fn port(service: Service) -> u16 {
     }
 }
 
-fn var_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
-}
-
 pub async fn up(opts: UpOptions) -> ExitCode {
     let dev = Dev::new("dev-up");
     dev.exit(start(&dev, opts).await)
@@ -68,7 +64,7 @@ async fn start(dev: &Dev, opts: UpOptions) -> anyhow::Result<()> {
     let jwt_secret = make_secret(dev, "jwt_secret", "a JWT secret")?;
     let link_secret = make_secret(dev, "download_link_secret", "a download-link key")?;
 
-    let root = crate::procs::repo_root();
+    let root = testkit::repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()).map_or_else(|| root.join("target"), PathBuf::from);
     let bin_dir = root.join(target).join(if opts.debug { "debug" } else { "release" });
     for s in Service::ALL {
@@ -137,7 +133,7 @@ async fn start(dev: &Dev, opts: UpOptions) -> anyhow::Result<()> {
 /// (its tables, applied as auth applies them at start), then dev-seed.sql (the application user
 /// and the demo user, whose rows need the tables).
 async fn apply_schema() -> anyhow::Result<()> {
-    let root = crate::procs::repo_root();
+    let root = testkit::repo_root();
     crate::mysql::run(&std::fs::read_to_string(root.join("init.sql"))?, "init.sql")?;
     testkit::migrate_auth(&crate::mysql::admin_url().await?, "auth").await.context("auth's migrations")?;
     crate::mysql::run(&std::fs::read_to_string(root.join("dev-seed.sql"))?, "dev-seed.sql")
@@ -272,7 +268,7 @@ async fn stop(dev: &Dev, opts: DownOptions) -> anyhow::Result<()> {
     if opts.purge {
         let dir = dev.dir.canonicalize()?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        if dir == Path::new("/") || Some(&dir) == home.as_ref() || crate::procs::repo_root() == dir {
+        if dir == Path::new("/") || Some(&dir) == home.as_ref() || testkit::repo_root() == dir {
             bail!("refusing to delete {} (MP3C_DEV_DIR points at it)", dir.display());
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("delete {}", dir.display()))?;

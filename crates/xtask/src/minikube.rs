@@ -176,7 +176,7 @@ fn has_crd(name: &str) -> bool {
 // --- up ---------------------------------------------------------------------------------------
 
 fn up(opts: &Up) -> anyhow::Result<()> {
-    let root = testkit::repo_root().canonicalize().context("the repository root")?;
+    let root = testkit::repo_root();
     let need =
         |program: &str, hint: &str| if on_path(program) { Ok(()) } else { Err(anyhow::anyhow!("{program} is not installed: {hint}")) };
     need("minikube", "see https://minikube.sigs.k8s.io/docs/start/")?;

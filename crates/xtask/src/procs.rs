@@ -34,7 +34,8 @@ pub struct Dev {
 
 impl Dev {
     pub fn new(me: &'static str) -> Self {
-        let dir = std::env::var_os("MP3C_DEV_DIR").filter(|d| !d.is_empty()).map_or_else(|| repo_root().join(".dev"), PathBuf::from);
+        let dir =
+            std::env::var_os("MP3C_DEV_DIR").filter(|d| !d.is_empty()).map_or_else(|| testkit::repo_root().join(".dev"), PathBuf::from);
         Self { dir, me, quiet: false }
     }
 
@@ -198,12 +199,6 @@ fn signal(name: &str, pid: u32) {
 fn now() -> String {
     let t = Command::new("date").arg("+%F %T").output().ok().filter(|o| o.status.success());
     t.map_or_else(crate::system::now_utc, |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-}
-
-/// The repository's root, as the scripts name it (no `..` in the paths dev-up prints).
-pub fn repo_root() -> PathBuf {
-    let root = testkit::repo_root();
-    root.canonicalize().unwrap_or(root)
 }
 
 /// Does something accept connections on 127.0.0.1:`port` (1 s limit)?
