@@ -114,10 +114,11 @@ impl Dev {
         let tmp = pid_file.with_extension("pid.tmp");
         std::fs::write(&tmp, format!("{}\n", child.id()))?;
         std::fs::rename(&tmp, &pid_file)?;
-        // Returned once the pid is ours by its command line: between the spawn and setsid's exec
-        // of the program, /proc shows another (or, mid-exec, an empty) command line.
+        // Returned once setsid has exec'd the program and the pid is ours by its command line:
+        // before (and, mid-exec, during) that exec /proc shows setsid's or an empty command line.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.pid_of(name) != Some(child.id()) {
+        let execed = || std::fs::read_to_string(format!("/proc/{}/comm", child.id())).is_ok_and(|c| c.trim_end() != "setsid");
+        while !execed() || self.pid_of(name) != Some(child.id()) {
             anyhow::ensure!(Instant::now() < deadline, "{name} (pid {}) did not start; see {}", child.id(), self.log_file(name).display());
             std::thread::sleep(Duration::from_millis(10));
         }
