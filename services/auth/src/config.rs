@@ -60,6 +60,9 @@ pub struct Config {
     pub login_window: Duration,
     /// `LOGIN_LIMITER_MAX_KEYS`: entries each login limiter keeps at most (memory bound).
     pub login_limiter_max_keys: usize,
+    /// `TOKEN_GENERATION_CACHE_MS`: how long an account's token generation is kept before
+    /// `/validate` reads it again; the longest a revoked token may still validate.
+    pub token_generation_cache: Duration,
     /// Server connection bounds and timeouts.
     pub http: common::http::HttpSettings,
     pub shutdown_grace: Duration,
@@ -89,6 +92,7 @@ impl Config {
             login_max_failures_per_account: env.parse_or("LOGIN_MAX_FAILURES_PER_ACCOUNT", 100)?,
             login_window: env.seconds_or("LOGIN_WINDOW_SECONDS", 300)?,
             login_limiter_max_keys: env.parse_or("LOGIN_LIMITER_MAX_KEYS", 100_000)?,
+            token_generation_cache: env.millis_or("TOKEN_GENERATION_CACHE_MS", 1000)?,
             http: common::http::HttpSettings::from_env(env)?,
             shutdown_grace: env.seconds_or("SHUTDOWN_GRACE_SECONDS", 20)?,
         })
@@ -115,6 +119,7 @@ mod tests {
         assert_eq!(c.port, 5000);
         assert_eq!(c.mysql.port, 3306);
         assert_eq!(c.jwt_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.token_generation_cache, Duration::from_secs(1));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tracing::instrument;
 
 use crate::config::Config;
 use crate::error::AuthError;
+use crate::generations::Generations;
 use crate::password;
 use crate::ratelimit::{FailureLimiter, KnownAddresses, Policy};
 use crate::token::Keys;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub hash_permits: Arc<tokio::sync::Semaphore>,
     /// True once the migrations are applied ([`crate::schema::migrate_until_done`]).
     pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The accounts' token generations, as `/validate` checks them.
+    pub generations: Arc<Generations>,
 }
 
 /// The failed-login counters (see [`crate::ratelimit`] for why three).
@@ -184,11 +187,7 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     let token = bearer_token(&headers)?;
     let (claims, generation) = state.keys.verify(token).ok_or(AuthError::NotAuthorized)?;
     // A password change or removal moves the account past the tokens issued before it.
-    let current: Option<u32> = sqlx::query_scalar("SELECT token_generation FROM `user` WHERE email = ?")
-        .bind(&claims.username)
-        .fetch_optional(&state.pool)
-        .await?;
-    if current != Some(generation) {
+    if !state.generations.is_current(&state.pool, &claims.username, generation).await? {
         return Err(AuthError::NotAuthorized);
     }
     Ok(Json(claims))

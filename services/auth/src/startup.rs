@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MysqlSettings};
+use crate::generations::Generations;
 use crate::password;
 use crate::routes::{router, AppState, LoginLimits};
 use crate::token::Keys;
@@ -43,6 +44,7 @@ impl Application {
             dummy_hash: Arc::new(dummy),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))),
             schema_ready: Arc::default(),
+            generations: Arc::new(Generations::new(config.token_generation_cache)),
         };
         Ok(Self { listener, state, grace: config.shutdown_grace, http: config.http })
     }
