@@ -9,11 +9,17 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/bench.sh [-h|--help] [--quick | --pipeline [ARGS] | --uploads [ARGS]]
+usage: scripts/bench.sh [-h|--help] [--quick | --instrumentation | --pipeline [ARGS] | --uploads [ARGS]]
   (none)      the benchmark (`xtask bench full`): a table of figure, value, baseline, ratio,
               target and PASS/FAIL with the machine's cores and memory (~9-11 min)
   --quick     a smaller run (~2-3 min): 256 MiB instead of 1 GiB, 60 s video only, one
               throughput round, shorter wrk runs
+  --instrumentation
+              the cost of the request metrics and trace context on the hot paths: auth and
+              the gateway built a second time from the same sources with
+              crates/xtask/uninstrumented.patch applied, both run side by side, and 3 s wrk runs
+              alternating between them on each hot path (BENCH_ROUNDS pairs, default 20; ~7 min
+              after the builds)
   --pipeline  upload-to-email time of a 60 s video and the gateway's peak memory on a large
               upload (`xtask pipeline`: --runs N, --upload-mb M; target/bench/pipeline.json)
   --uploads   the gateway's memory under many concurrent uploads (`xtask concurrent-uploads`:
@@ -32,6 +38,11 @@ task=(bench full)
 case ${1:-} in
   -h | --help) usage && exit 0 ;;
   --quick) (($# == 1)) || { usage >&2 && exit 2; } && task=(bench quick) ;;
+  --instrumentation)
+    (($# == 1)) || { usage >&2 && exit 2; }
+    task=(bench quick --sections instrumentation --uninstrumented target/bench/uninstrumented
+      --json target/bench/instrumentation.json --table .dev/bench-instrumentation.txt)
+    ;;
   --pipeline) task=(pipeline "${@:2}") ;;
   --uploads) task=(concurrent-uploads "${@:2}") ;;
   "") ;;
@@ -58,4 +69,16 @@ if [[ ${task[0]} == bench ]]; then
 fi
 log "building release binaries (cargo build --release --bins)"
 logged bench-build cargo build --release --bins -p auth -p gateway -p converter -p notification -p xtask
+if [[ ${task[*]} == *--uninstrumented* ]]; then
+  # The same sources as the build above (the working tree, committed or not), patched, built
+  # in a target directory of their own so that neither build overwrites the other's binaries.
+  log "building auth and gateway without request metrics and trace context (target/bench/uninstrumented)"
+  src=target/bench/uninstrumented-src
+  rm -rf "$src" && mkdir -p "$src" target/bench/uninstrumented
+  tar --exclude=./target --exclude=./.dev --exclude=./.git -cf - . | tar -xf - -C "$src"
+  git apply --directory="$src" crates/xtask/uninstrumented.patch || die "crates/xtask/uninstrumented.patch no longer applies"
+  CARGO_TARGET_DIR=$PWD/target/bench/uninstrumented-target logged bench-build-uninstrumented \
+    cargo build --release --bins -p auth -p gateway --manifest-path "$src/Cargo.toml"
+  cp target/bench/uninstrumented-target/release/{auth,gateway} target/bench/uninstrumented/
+fi
 exec "${CARGO_TARGET_DIR:-target}/release/xtask" "${task[@]}"

@@ -43,7 +43,7 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 pub fn with_tracing(router: Router) -> Router {
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(ObserveLayer::default())
+        .layer(ObserveLayer)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .route("/metrics", get(crate::metrics::render))
 }
@@ -51,39 +51,44 @@ pub fn with_tracing(router: Router) -> Router {
 /// The request metrics' handles by route, then method and status. Looking a labelled metric up
 /// in the recorder builds and hashes its key (three owned label values) twice a request; the
 /// handles, once made, are reused. Bounded like the labels: routes are patterns, methods and
-/// statuses fixed sets.
-#[derive(Clone, Default)]
-struct RequestMetrics(Arc<std::sync::RwLock<HashMap<String, ByMethodAndStatus>>>);
+/// statuses fixed sets. One per process, as the recorder is: a static rather than an `Arc` in
+/// every service, which axum clones (and drops) on every request.
+#[derive(Default)]
+struct RequestMetrics(std::sync::RwLock<HashMap<String, ByMethodAndStatus>>);
+
+static REQUEST_METRICS: std::sync::LazyLock<RequestMetrics> = std::sync::LazyLock::new(RequestMetrics::default);
 
 /// One route's handles: (method, status) -> (`http_requests_total`, `http_request_duration_seconds`).
 type ByMethodAndStatus = HashMap<(&'static str, u16), (Counter, Histogram)>;
 
 impl RequestMetrics {
     fn record(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
-        let found = self.0.read().ok().and_then(|m| m.get(route).and_then(|r| r.get(&(method, status))).cloned());
-        let (counter, histogram) = found.unwrap_or_else(|| {
-            let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
-            let handles =
-                (metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels), metrics::histogram!(crate::metrics::HTTP_DURATION, &labels));
-            if let Ok(mut m) = self.0.write() {
-                m.entry(route.to_owned()).or_default().insert((method, status), handles.clone());
-            }
-            handles
-        });
-        histogram.record(seconds);
-        counter.increment(1);
+        let record = |(counter, histogram): &(Counter, Histogram)| {
+            histogram.record(seconds);
+            counter.increment(1);
+        };
+        if let Some(handles) = self.0.read().ok().as_ref().and_then(|m| m.get(route)?.get(&(method, status))) {
+            return record(handles);
+        }
+        let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+        let handles =
+            (metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels), metrics::histogram!(crate::metrics::HTTP_DURATION, &labels));
+        record(&handles);
+        if let Ok(mut m) = self.0.write() {
+            m.entry(route.to_owned()).or_default().insert((method, status), handles);
+        }
     }
 }
 
 /// The layer of [`Observe`].
 #[derive(Clone, Default)]
-struct ObserveLayer(RequestMetrics);
+struct ObserveLayer;
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, metrics: self.0.clone() }
+        Observe { inner }
     }
 }
 
@@ -95,7 +100,6 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Clone)]
 struct Observe<S> {
     inner: S,
-    metrics: RequestMetrics,
 }
 
 impl<S> tower::Service<Request> for Observe<S>
@@ -119,14 +123,13 @@ where
             crate::telemetry::trace_span!(parent, "request", method = %req.method(), path = %req.uri().path(), request_id = %id);
         let method = method_label(req.method());
         let route = req.extensions().get::<MatchedPath>().cloned();
-        let metrics = self.metrics.clone();
         let response = self.inner.call(req);
         let work = async move {
             let Ok(response) = response.await;
             let status = response.status();
             let elapsed = start.elapsed();
             let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-            metrics.record(method, route, status.as_u16(), elapsed.as_secs_f64());
+            REQUEST_METRICS.record(method, route, status.as_u16(), elapsed.as_secs_f64());
             let latency_ms = elapsed.as_millis();
             if status.is_server_error() {
                 tracing::error!(status = status.as_u16(), latency_ms, "response failed");

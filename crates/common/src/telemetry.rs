@@ -1,6 +1,7 @@
 //! One tracing set-up for every service: log lines (text or JSON), the metrics recorder, and
 //! OTLP span export when it is asked for.
 
+use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -39,7 +40,9 @@ pub fn init() {
     let result = if json {
         registry.with(fmt::layer().json().with_current_span(true)).try_init()
     } else {
-        registry.with(fmt::layer().with_target(true)).try_init()
+        // Colours only on a terminal: escape codes in a log file or `kubectl logs` are noise,
+        // and formatting them into every span's fields costs CPU on every request.
+        registry.with(fmt::layer().with_target(true).with_ansi(std::io::stdout().is_terminal())).try_init()
     };
     // A second init (tests) is harmless, and keeps the first exporter.
     if result.is_ok() {

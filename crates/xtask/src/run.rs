@@ -36,6 +36,9 @@ pub enum Section {
     Hot,
     Conversion,
     Throughput,
+    /// The cost of the request metrics and trace context on the hot paths, against a build
+    /// without them (`--uninstrumented`). Runs only when named.
+    Instrumentation,
 }
 
 /// What the command line chose.
@@ -75,6 +78,14 @@ pub struct Options {
     pub converter_bin: Option<PathBuf>,
     #[arg(long, env = "BENCH_NOTIFICATION_BIN")]
     pub notification_bin: Option<PathBuf>,
+    /// A directory with `auth` and `gateway` built from the same sources without request
+    /// metrics and trace context (`scripts/bench.sh --instrumentation` builds it), for the
+    /// instrumentation section.
+    #[arg(long, env = "BENCH_UNINSTRUMENTED")]
+    pub uninstrumented: Option<PathBuf>,
+    /// Pairs of wrk runs (uninstrumented, instrumented) per path in the instrumentation section.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/results.json")]
     pub json: PathBuf,
@@ -246,7 +257,8 @@ impl Bench {
     }
 
     fn wants(&self, s: Section) -> bool {
-        self.opts.sections.is_empty() || self.opts.sections.contains(&s)
+        let all = self.opts.sections.is_empty() && s != Section::Instrumentation;
+        all || self.opts.sections.contains(&s)
     }
 
     fn mongo(&self) -> &mongodb::Client {
@@ -293,22 +305,28 @@ impl Bench {
     /// Starts `service` on a fresh port with exactly its environment (`ServiceEnv`), plus
     /// `extra` and `--service-env`; output to `log` (default logs/<service>.log, appended).
     fn spawn(&self, service: Service, port: u16, names: &Names, extra: &[(&str, String)], log: Option<&Path>) -> anyhow::Result<Spawned> {
-        let db = self.made.auth_db.as_ref().context("the auth database is made first")?;
-        // Download links in the benchmark's mails are never followed: any local address will do.
-        let wiring = Wiring {
-            servers: &self.servers,
-            names,
-            mysql: db,
-            jwt_secret: &self.jwt,
-            auth_port: self.auth_port,
-            public_url: "http://127.0.0.1",
-        };
-        let env = ServiceEnv::new(service, port, wiring)
-            .extend(extra.iter().map(|(k, v)| (*k, v.clone())))
-            .extend(self.opts.service_env.split_whitespace().filter_map(|kv| kv.split_once('=')));
+        let env = self.service_env(service, port, self.auth_port, names, extra)?;
         let default_log = self.logs.join(format!("{}.log", service.name()));
         let log = log.unwrap_or(&default_log);
         Spawned::start(service.name(), env.command(&self.bin_of(service)), log, log != default_log.as_path())
+    }
+
+    /// The environment of `service` on `port`, whose auth is on `auth_port`, plus `extra` and
+    /// `--service-env`.
+    fn service_env(
+        &self,
+        service: Service,
+        port: u16,
+        auth_port: u16,
+        names: &Names,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<ServiceEnv> {
+        let db = self.made.auth_db.as_ref().context("the auth database is made first")?;
+        // Download links in the benchmark's mails are never followed: any local address will do.
+        let wiring = Wiring { servers: &self.servers, names, mysql: db, jwt_secret: &self.jwt, auth_port, public_url: "http://127.0.0.1" };
+        Ok(ServiceEnv::new(service, port, wiring)
+            .extend(extra.iter().map(|(k, v)| (*k, v.clone())))
+            .extend(self.opts.service_env.split_whitespace().filter_map(|kv| kv.split_once('='))))
     }
 
     /// ms from the spawn until `url` answers 200 (fails after 30 s, pointing at the log).
@@ -348,6 +366,9 @@ impl Bench {
         }
         if self.wants(Section::Throughput) {
             self.throughput().await?;
+        }
+        if self.wants(Section::Instrumentation) {
+            self.instrumentation().await?;
         }
         if let Some(auth) = self.auth.take() {
             auth.stop().await;
@@ -435,9 +456,11 @@ impl Bench {
         }
         // The big upload: the 60 s video looped up to the size (real, already-compressed media).
         self.big = self.media.join("big.mkv");
-        let limit = (self.p.big_mib * 1024 * 1024).to_string();
-        system::ffmpeg(&["-stream_loop", "-1", "-i", &m("video-60.mkv"), "-c", "copy", "-fs", &limit, &m("big.mkv")]).await?;
-        self.big_bytes = std::fs::metadata(&self.big)?.len();
+        if self.wants(Section::Upload) || self.wants(Section::Download) {
+            let limit = (self.p.big_mib * 1024 * 1024).to_string();
+            system::ffmpeg(&["-stream_loop", "-1", "-i", &m("video-60.mkv"), "-c", "copy", "-fs", &limit, &m("big.mkv")]).await?;
+            self.big_bytes = std::fs::metadata(&self.big)?.len();
+        }
         // A small mp3 for the request-rate test (1 s: one GridFS chunk).
         system::ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "libmp3lame", "-q:a", "4", &m("small.mp3")]).await?;
         let size = |n: &str| std::fs::metadata(self.media.join(n)).map_or(0, |m| m.len());
@@ -693,13 +716,16 @@ impl Bench {
         split
     }
 
-    fn cpu_per_request(&self, before: &[(&str, u64)], after: &[(&str, u64)], requests: f64) -> String {
-        after
-            .iter()
-            .zip(before)
-            .map(|((name, b), (_, a))| format!("{name} {:.3} ms", 1000.0 * b.saturating_sub(*a) as f64 / self.clk_tck / requests.max(1.0)))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// ms of CPU per request of each process between two [`Self::cpu_split`]s, as a line; also
+    /// kept as the samples `cpu <label> <process> ms`.
+    fn cpu_per_request(&mut self, label: &str, start: &[(&str, u64)], end: &[(&str, u64)], requests: f64) -> String {
+        let mut parts = Vec::new();
+        for ((name, t1), (_, t0)) in end.iter().zip(start) {
+            let ms = 1000.0 * t1.saturating_sub(*t0) as f64 / self.clk_tck / requests.max(1.0);
+            self.report.sample(&format!("cpu {label} {name} ms"), ms);
+            parts.push(format!("{name} {ms:.3} ms"));
+        }
+        parts.join(", ")
     }
 
     /// One wrk run: requests/s, p99 ms, non-2xx count.
@@ -728,7 +754,7 @@ impl Bench {
             requests += w.rate * f64::from(self.p.wrk_secs);
         }
         let c1 = self.cpu_split(gateway);
-        let cpu = self.cpu_per_request(&c0, &c1, requests);
+        let cpu = self.cpu_per_request(label, &c0, &c1, requests);
         self.report.raw(format!(
             "wrk {label}: req/s {}; p99 ms {}; non-2xx {bad}; CPU per request: {cpu}",
             join(&rates, 2),
@@ -740,10 +766,7 @@ impl Bench {
 
     async fn hot(&mut self) -> anyhow::Result<()> {
         eprintln!("[bench] == request rates: {WRK_CONNS} connections, {}s x {}", self.p.wrk_secs, self.reps);
-        let bearer = self.work.join("bearer.lua");
-        std::fs::write(&bearer, format!("wrk.headers[\"Authorization\"] = \"Bearer {}\"\n", self.token))?;
-        let validate = self.work.join("validate.lua");
-        std::fs::write(&validate, format!("wrk.method = \"POST\"\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n", self.token))?;
+        let (bearer, validate) = self.wrk_scripts()?;
         let (vdb, vq) = (self.mdb("hot_videos"), self.queue("hot-video"));
         let (gw, gw_url) = self.start_gateway(&vdb, &self.dl_db, &vq).await?;
         let small = self.small_fid.context("small.mp3 is stored")?;
@@ -775,20 +798,23 @@ impl Bench {
             Some(">= 5000 req/s"),
             a.rate >= 5000.0,
         );
+        if self.opts.perf {
+            self.profile("auth-hop", &gw, &format!("{gw_url}/download"), &bearer).await?;
+        }
 
         let c0 = self.cpu_split(Some(&gw));
         let f = tools::find_rate(&self.db(&self.dl_db), small, &self.email, WRK_CONNS, f64::from(self.p.wrk_secs))
             .await
             .context("find-rate")?;
         let c1 = self.cpu_split(Some(&gw));
-        let cpu = self.cpu_per_request(&c0, &c1, f.per_sec * f64::from(self.p.wrk_secs));
+        let cpu = self.cpu_per_request("find-rate", &c0, &c1, f.per_sec * f64::from(self.p.wrk_secs));
         self.report.raw(format!(
             "find-rate (MongoDB floor of a small download): {:.1} req/s, p50 {:.3} ms, p99 {:.3} ms; CPU per request: {cpu}",
             f.per_sec, f.p50_ms, f.p99_ms
         ));
         let d = self.rate_of("gateway GET /download small mp3", &small_url, Some(bearer.as_path()), Some(&gw)).await?;
         if self.opts.perf {
-            self.profile(&gw, &small_url, &bearer).await?;
+            self.profile("download", &gw, &small_url, &bearer).await?;
         }
         // A whole small download adds two MongoDB queries per request: its rate is the
         // database's, so the target is on the gateway's share (the floor measured alongside).
@@ -804,17 +830,139 @@ impl Bench {
         Ok(())
     }
 
-    /// Flat `perf` profiles of the gateway and SecantusDB during one more wrk run.
-    async fn profile(&self, gw: &Spawned, url: &str, script: &Path) -> anyhow::Result<()> {
+    /// wrk scripts sending the token: as a bearer header (the gateway), and as `POST /validate`.
+    fn wrk_scripts(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let bearer = self.work.join("bearer.lua");
+        std::fs::write(&bearer, format!("wrk.headers[\"Authorization\"] = \"Bearer {}\"\n", self.token))?;
+        let validate = self.work.join("validate.lua");
+        std::fs::write(&validate, format!("wrk.method = \"POST\"\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n", self.token))?;
+        Ok((bearer, validate))
+    }
+
+    /// The cost of the request metrics and trace context (issue 12): auth and the gateway as
+    /// built against the same sources built without them (`--uninstrumented`), both pairs
+    /// running side by side. On each hot path, wrk runs alternate between the two (A B, B A,
+    /// ...) so that each after/before ratio compares runs seconds apart: this machine's speed
+    /// drifts by 20 % and more within a minute, more than the cost being measured. A path's
+    /// figure is the median of `--rounds` such pairs.
+    async fn instrumentation(&mut self) -> anyhow::Result<()> {
+        struct Build {
+            label: &'static str,
+            auth: Spawned,
+            gateway: Spawned,
+            auth_url: String,
+            gateway_url: String,
+        }
+        let dir = self.opts.uninstrumented.clone().context("the instrumentation section needs --uninstrumented DIR")?;
+        let (vdb, vq) = (self.mdb("cost_videos"), self.queue("cost-video"));
+        let names = Self::names(&vdb, &self.dl_db, &vq, "-");
+        let mut builds = Vec::new();
+        for (label, auth_bin, gateway_bin) in [
+            ("uninstrumented", dir.join("auth"), dir.join("gateway")),
+            ("instrumented", self.bin_of(Service::Auth), self.bin_of(Service::Gateway)),
+        ] {
+            ensure!(auth_bin.is_file() && gateway_bin.is_file(), "{} or {} is missing", auth_bin.display(), gateway_bin.display());
+            let (auth_port, gateway_port) = (testkit::free_port(), testkit::free_port());
+            let start = |service: Service, port: u16, bin: &Path| -> anyhow::Result<Spawned> {
+                let log = self.logs.join(format!("{service}-{label}.log"));
+                Spawned::start(
+                    &format!("{service} ({label})"),
+                    self.service_env(service, port, auth_port, &names, &[])?.command(bin),
+                    &log,
+                    true,
+                )
+            };
+            let (auth_url, gateway_url) = (format!("http://127.0.0.1:{auth_port}"), format!("http://127.0.0.1:{gateway_port}"));
+            let auth = start(Service::Auth, auth_port, &auth_bin)?;
+            self.wait_ready(&auth, &format!("{auth_url}/readyz")).await?;
+            let gateway = start(Service::Gateway, gateway_port, &gateway_bin)?;
+            self.wait_ready(&gateway, &format!("{gateway_url}/readyz")).await?;
+            builds.push(Build { label, auth, gateway, auth_url, gateway_url });
+        }
+        let pairs = self.opts.rounds as usize;
+        eprintln!("[bench] == instrumentation cost: {pairs} pairs of {}s wrk runs per path, {WRK_CONNS} connections", self.p.wrk_secs);
+        let (bearer, validate) = self.wrk_scripts()?;
+        // (figure, the URL and wrk script of a build, whether the issue's target applies: the
+        // floor is shown for scale)
+        type Target = fn(&Build) -> String;
+        let paths: [(&str, Target, Option<&Path>, bool); 3] = [
+            ("auth GET /healthz (HTTP floor)", |b| format!("{}/healthz", b.auth_url), None, false),
+            ("auth POST /validate", |b| format!("{}/validate", b.auth_url), Some(validate.as_path()), true),
+            ("gateway authenticated path (auth hop, 400)", |b| format!("{}/download", b.gateway_url), Some(bearer.as_path()), true),
+        ];
+        for (figure, url, script, targeted) in paths {
+            let (mut rates, mut ratios) = ([Vec::new(), Vec::new()], Vec::new());
+            // CPU ticks of (gateway, auth) and requests, per build
+            let mut cpu = [(0u64, 0u64, 0.0f64); 2];
+            for pair in 0..pairs {
+                for b in if pair % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    let build = &builds[b];
+                    let ticks = || (system::cpu_ticks(build.gateway.pid()), system::cpu_ticks(build.auth.pid()));
+                    let t0 = ticks();
+                    let w = self.wrk(&url(build), script).await?;
+                    let t1 = ticks();
+                    rates[b].push(w.rate);
+                    cpu[b].0 += t1.0.saturating_sub(t0.0);
+                    cpu[b].1 += t1.1.saturating_sub(t0.1);
+                    cpu[b].2 += w.rate * f64::from(self.p.wrk_secs);
+                }
+                ratios.push(rates[1][pair] / rates[0][pair]);
+            }
+            let ratio = median(&ratios);
+            let us = |ticks: u64, requests: f64| 1e6 * ticks as f64 / self.clk_tck / requests.max(1.0);
+            let cpu_line = |b: usize| format!("gateway {:.1} µs, auth {:.1} µs", us(cpu[b].0, cpu[b].2), us(cpu[b].1, cpu[b].2));
+            for (b, build) in builds.iter().enumerate() {
+                self.report.raw(format!("{figure}, {}: req/s {}; CPU per request {}", build.label, join(&rates[b], 0), cpu_line(b)));
+                rates[b].iter().for_each(|r| self.report.sample(&format!("{} {figure} req/s", build.label), *r));
+            }
+            self.report.raw(format!("{figure}: after/before per pair {} (median {ratio:.3})", join(&ratios, 3)));
+            let value = format!("{:.0} req/s", median(&rates[1]));
+            let baseline = Some(format!("{:.0} req/s uninstr.", median(&rates[0])));
+            self.report.row(
+                format!("instrumentation: {figure}"),
+                value,
+                baseline,
+                Some(ratio),
+                targeted.then_some(">= 0.95x"),
+                ratio >= 0.95,
+            );
+            if self.opts.perf {
+                for build in &builds {
+                    let targets = [("gateway", build.gateway.pid()), ("auth", build.auth.pid())];
+                    let what =
+                        format!("{}-{}", build.label, figure.split_whitespace().take(3).collect::<Vec<_>>().join("-").replace('/', ""));
+                    self.profile_of(&what, &targets, &url(build), script).await?;
+                }
+            }
+        }
+        for build in builds {
+            build.gateway.stop().await;
+            build.auth.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Flat `perf` profiles of the gateway, auth and SecantusDB during one more wrk run
+    /// (logs/perf-<what>-<process>.txt).
+    async fn profile(&self, what: &str, gw: &Spawned, url: &str, script: &Path) -> anyhow::Result<()> {
         let mut targets = vec![("gateway", gw.pid())];
+        if let Some(a) = &self.auth {
+            targets.push(("auth", a.pid()));
+        }
         if let Some(m) = &self.mongo_server {
             targets.push(("mongo", m.pid()));
         }
+        self.profile_of(what, &targets, url, Some(script)).await
+    }
+
+    /// Flat `perf` profiles of `targets` (name, pid) during one more wrk run
+    /// (logs/perf-<what>-<name>.txt).
+    async fn profile_of(&self, what: &str, targets: &[(&str, u32)], url: &str, script: Option<&Path>) -> anyhow::Result<()> {
         let mut recorders = Vec::new();
-        for (name, pid) in &targets {
-            let data = self.work.join(format!("perf-{name}.data"));
+        for (name, pid) in targets {
+            let data = self.work.join(format!("perf-{what}-{name}.data"));
             let child = tokio::process::Command::new("perf")
-                .args(["record", "-F", "499", "-p", &pid.to_string(), "-o"])
+                .args(["record", "-F", "1999", "-p", &pid.to_string(), "-o"])
                 .arg(&data)
                 .args(["--", "sleep", &self.p.wrk_secs.to_string()])
                 .stdout(std::process::Stdio::null())
@@ -826,7 +974,7 @@ impl Bench {
             };
             recorders.push((name, data, child));
         }
-        self.wrk(url, Some(script)).await?;
+        self.wrk(url, script).await?;
         for (name, data, mut child) in recorders {
             let _ = child.wait().await;
             let out = tokio::process::Command::new("perf")
@@ -835,8 +983,8 @@ impl Bench {
                 .output()
                 .await?;
             let text: Vec<&str> =
-                std::str::from_utf8(&out.stdout).unwrap_or("").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).take(40).collect();
-            std::fs::write(self.logs.join(format!("perf-{name}.txt")), text.join("\n"))?;
+                std::str::from_utf8(&out.stdout).unwrap_or("").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).take(150).collect();
+            std::fs::write(self.logs.join(format!("perf-{what}-{name}.txt")), text.join("\n"))?;
         }
         eprintln!("[bench] perf profiles in {}", self.logs.display());
         Ok(())
@@ -1122,6 +1270,17 @@ pub fn release_bin(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The baseline of the instrumentation section must still apply to the sources it patches.
+    #[test]
+    fn the_uninstrumented_patch_applies() {
+        let out = std::process::Command::new("git")
+            .current_dir(testkit::repo_root())
+            .args(["apply", "--check", "crates/xtask/uninstrumented.patch"])
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 
     #[test]
     fn wrk_reports_are_read() {

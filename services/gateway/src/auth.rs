@@ -52,7 +52,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 session::bearer(&token).ok_or_else(missing)?
             }
         };
-        let resp = common::trace::inject(state.http.post(format!("{}/validate", state.auth_url)))
+        let resp = common::trace::inject(state.http.post(state.auth.validate.clone()))
             .header(header::AUTHORIZATION, authorization)
             .send()
             .await
@@ -106,7 +106,7 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let mut req = common::trace::inject(state.http.post(format!("{}/login", state.auth_url)));
+    let mut req = common::trace::inject(state.http.post(state.auth.login.clone()));
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, v.clone());
     }

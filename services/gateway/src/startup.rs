@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::jobs::events::JobEvents;
-use crate::state::AppState;
+use crate::state::{AppState, AuthUrls};
 use crate::{auth, download, jobs, outbox, upload, web};
 
 /// Every route: each area's `router()`, and the service's own (health, readiness, OpenAPI).
@@ -71,7 +71,7 @@ impl Application {
             links: LinkSigner::new(config.link_secret.clone(), &config.public_url, config.link_ttl),
             events: Arc::new(JobEvents::new(config.sse_heartbeat, CancellationToken::new())),
             http,
-            auth_url: format!("http://{}", config.auth_address),
+            auth: Arc::new(AuthUrls::new(&config.auth_address)?),
             videos: VideoStore::new(&videos),
             mp3s: Mp3Store::new(&mongo.database(&config.mp3s_db)),
             publisher: Arc::new(publisher),

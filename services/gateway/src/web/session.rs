@@ -101,13 +101,8 @@ pub async fn login(
         return Ok(refuse(StatusCode::BAD_REQUEST, "Enter your email and your password.", None));
     }
     let client = address_behind_trusted_proxies(&headers, peer, state.trusted_proxy_hops);
-    let sent = state
-        .http
-        .post(format!("{}/login", state.auth_url))
-        .basic_auth(email, Some(&form.password))
-        .header("x-forwarded-for", client)
-        .send()
-        .await;
+    let sent =
+        state.http.post(state.auth.login.clone()).basic_auth(email, Some(&form.password)).header("x-forwarded-for", client).send().await;
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
