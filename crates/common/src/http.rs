@@ -81,7 +81,7 @@ impl RequestMetrics {
 }
 
 /// The layer of [`Observe`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct ObserveLayer;
 
 impl<S> tower::Layer<S> for ObserveLayer {
