@@ -15,8 +15,10 @@ pub async fn sweep_once(state: &AppState, min_age: Duration) -> anyhow::Result<u
     let mut announced = 0;
     for Unannounced { video, owner } in state.videos.unannounced_before(SystemTime::now() - min_age).await? {
         let Some(owner) = owner else { continue };
-        // Without the options asked for at upload, as before (only the jobs store has them).
-        let message = VideoJob::new(video, owner, Default::default());
+        // The options asked for at upload, from the job (made before the publish). A gateway
+        // that died before making the job leaves none: then the defaults.
+        let options = state.jobs.get(video).await?.map(|job| job.options).unwrap_or_default();
+        let message = VideoJob::new(video, owner, options);
         state.publisher.publish(&state.video_queue, &message.to_json(), Default::default()).await?;
         if let Err(e) = state.videos.mark_queued(video).await {
             // The next sweep announces it again; the converter absorbs the duplicate.

@@ -68,6 +68,9 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
     let bucket = common::gridfs::bucket(gw.state.videos.database());
     let meta = doc! {"username": &gw.email, "filename": "a.mkv", "queued": false};
     common::gridfs::upload(&bucket, id, "a.mkv", meta, &b"\x1aE\xdf\xa3 not really"[..]).await.unwrap();
+    // Its job, made before the publish, holds the options the upload asked for.
+    let options = common::jobs::OutputOptions { bitrate: Some("192k".into()), ..Default::default() };
+    gw.state.jobs.create(&common::jobs::JobDoc::queued(common::ids::VideoId::new(id), &gw.email, "a.mkv", options)).await.unwrap();
 
     // Too young: left alone (its upload request may still be publishing).
     assert_eq!(gateway::outbox::sweep_once(&gw.state, Duration::from_secs(3600)).await.unwrap(), 0);
@@ -78,6 +81,7 @@ async fn the_outbox_sweep_announces_videos_whose_publish_never_happened() {
     let msg = take_message(&ch, &gw.names.video_queue, Duration::from_secs(5)).await.expect("announced");
     assert_eq!(msg.json()["video_fid"], id.to_hex());
     assert_eq!(msg.json()["username"], gw.email.as_str());
+    assert_eq!(msg.json()["options"]["bitrate"], "192k", "announced with the options asked for at upload");
 
     // The sweep's query is served by an index, made when the gateway starts.
     let files = gw.state.videos.database().collection::<Document>("fs.files");
