@@ -181,7 +181,11 @@ async fn drop_test_databases(url: &str) -> anyhow::Result<()> {
     for db in dbs {
         conn.execute(format!("DROP DATABASE `{}`", db.try_get::<String, _>(0)?).as_str()).await?;
     }
-    let users = conn.fetch_all(r"SELECT user, host FROM mysql.user WHERE user LIKE 'auth\_t\_%'").await?;
+    // Converted: MariaDB's mysql.user gives the names as BINARY, which sqlx does not decode as
+    // a String: the old test users were never dropped.
+    let users = conn
+        .fetch_all(r"SELECT CONVERT(user USING utf8mb4), CONVERT(host USING utf8mb4) FROM mysql.user WHERE user LIKE 'auth\_t\_%'")
+        .await?;
     for u in users {
         conn.execute(format!("DROP USER '{}'@'{}'", u.try_get::<String, _>(0)?, u.try_get::<String, _>(1)?).as_str()).await?;
     }
