@@ -319,7 +319,7 @@ fn docker_exports(text: &str) -> Vec<(String, String)> {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 /// The value deployed now in a Secret, or nothing.

@@ -716,16 +716,13 @@ impl Bench {
         split
     }
 
-    /// ms of CPU per request of each process between two [`Self::cpu_split`]s, as a line; also
-    /// kept as the samples `cpu <label> <process> ms`.
-    fn cpu_per_request(&mut self, label: &str, start: &[(&str, u64)], end: &[(&str, u64)], requests: f64) -> String {
-        let mut parts = Vec::new();
-        for ((name, t1), (_, t0)) in end.iter().zip(start) {
-            let ms = 1000.0 * t1.saturating_sub(*t0) as f64 / self.clk_tck / requests.max(1.0);
-            self.report.sample(&format!("cpu {label} {name} ms"), ms);
-            parts.push(format!("{name} {ms:.3} ms"));
-        }
-        parts.join(", ")
+    fn cpu_per_request(&self, before: &[(&str, u64)], after: &[(&str, u64)], requests: f64) -> String {
+        after
+            .iter()
+            .zip(before)
+            .map(|((name, b), (_, a))| format!("{name} {:.3} ms", 1000.0 * b.saturating_sub(*a) as f64 / self.clk_tck / requests.max(1.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One wrk run: requests/s, p99 ms, non-2xx count.
@@ -754,7 +751,7 @@ impl Bench {
             requests += w.rate * f64::from(self.p.wrk_secs);
         }
         let c1 = self.cpu_split(gateway);
-        let cpu = self.cpu_per_request(label, &c0, &c1, requests);
+        let cpu = self.cpu_per_request(&c0, &c1, requests);
         self.report.raw(format!(
             "wrk {label}: req/s {}; p99 ms {}; non-2xx {bad}; CPU per request: {cpu}",
             join(&rates, 2),
@@ -807,7 +804,7 @@ impl Bench {
             .await
             .context("find-rate")?;
         let c1 = self.cpu_split(Some(&gw));
-        let cpu = self.cpu_per_request("find-rate", &c0, &c1, f.per_sec * f64::from(self.p.wrk_secs));
+        let cpu = self.cpu_per_request(&c0, &c1, f.per_sec * f64::from(self.p.wrk_secs));
         self.report.raw(format!(
             "find-rate (MongoDB floor of a small download): {:.1} req/s, p50 {:.3} ms, p99 {:.3} ms; CPU per request: {cpu}",
             f.per_sec, f.p50_ms, f.p99_ms
